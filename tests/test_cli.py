@@ -1,0 +1,141 @@
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_app.cli import cli_main, main
+from models.classification import ClassificationModule
+
+QUICKSTART = str(Path(__file__).parents[1] / "configs" / "quickstart.yaml")
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    """The README's quickstart, trained once: (the CLI object, its run folder)."""
+    folder = tmp_path_factory.mktemp("quickstart")
+    cwd = os.getcwd()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["train.py"])
+        os.chdir(folder)
+        try:
+            cli = cli_main(["fit", "--config", QUICKSTART, *QUIET])
+        finally:
+            os.chdir(cwd)
+    return cli, folder / "runs" / "quickstart" / "version_0"
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [event.value for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_quickstart_trains_offline_to_over_90_percent_and_writes_tensorboard_events(quickstart_run):
+    _, run_dir = quickstart_run
+    logged = scalars(run_dir)
+    assert len(logged["val/acc"]) == 10  # one value per epoch
+    assert logged["val/acc"][-1] > 0.9
+    assert logged["train/loss_epoch"][-1] < logged["train/loss_epoch"][0]
+    assert {"train/loss_step", "train/acc", "val/loss", "val/acc_top5"} <= set(logged)
+
+
+def test_run_folder_holds_the_resolved_config_the_versions_and_a_checkpoint(quickstart_run):
+    _, run_dir = quickstart_run
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["seed_everything"] == 0
+    assert config["trainer"]["logger"]["init_args"] == {"save_dir": "runs", "name": "quickstart"}
+    assert config["model"]["init_args"]["net"]["class_path"] == "models.nets.fc.FullyConnected"
+    assert config["data"]["init_args"]["source"] == "sample"
+    versions = yaml.safe_load((run_dir / "versions.yaml").read_text())
+    assert versions["torch"] == metadata.version("torch")
+    assert versions["lightning"] == metadata.version("lightning")
+    assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["epoch=9-step=800.ckpt"]
+
+
+def test_checkpoint_loads_on_its_own_with_its_network(quickstart_run):
+    cli, run_dir = quickstart_run
+    checkpoint = next((run_dir / "checkpoints").iterdir())
+    loaded = ClassificationModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    trained = cli.model.eval()
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), trained(x))
+
+
+def test_test_and_predict_subcommands_run_from_a_checkpoint(quickstart_run):
+    _, run_dir = quickstart_run
+    checkpoint = str(next((run_dir / "checkpoints").iterdir()))
+    tested = cli_main(["test", "--config", QUICKSTART, "--ckpt_path", checkpoint, *QUIET])
+    assert tested.trainer.callback_metrics["test/acc"] > 0.88
+    assert Path(tested.trainer.log_dir) == Path("runs/quickstart/version_0")
+    predicted = cli_main(["predict", "--config", QUICKSTART, "--ckpt_path", checkpoint, *QUIET])
+    probabilities = torch.cat(predicted.trainer.predict_loop.predictions)
+    assert probabilities.shape == (500, 10)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(500))
+
+
+def short_fit(*overrides: str):
+    args = ["fit", "--config", QUICKSTART, "--trainer.max_epochs=1", "--trainer.limit_train_batches=5"]
+    return cli_main([*args, "--trainer.limit_val_batches=0", *QUIET, *overrides])
+
+
+def test_command_line_overrides_and_the_seed_make_runs_reproducible():
+    first, again, reseeded = short_fit(), short_fit(), short_fit("--seed_everything=1")
+    assert first.trainer.global_step == 5
+    assert [Path(cli.trainer.log_dir).name for cli in (first, again, reseeded)] == [
+        "version_0", "version_1", "version_2",
+    ]  # fmt: skip
+    weights = [cli.model.net.fc1.weight for cli in (first, again, reseeded)]
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])
+
+
+def test_print_config_prints_the_resolved_config_with_overrides(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", QUICKSTART, "--trainer.max_epochs=3", "--print_config"])
+    assert exit_.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["max_epochs"] == 3
+    assert printed["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.05
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int | str, str]:
+    """``train.py fit`` on the quickstart with ``args``: (the exit code or message, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", "fit", "--config", QUICKSTART, *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_unknown_key_is_named_in_one_line(monkeypatch, capsys, tmp_path):
+    code, err = run_main(monkeypatch, capsys, "--trainer.max_epochz=3")
+    assert code == 2
+    assert err.splitlines()[0] == "error: unrecognized arguments: --trainer.max_epochz=3"
+    assert "usage:" not in err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trainer:\n  max_epochz: 3\n")
+    code, err = run_main(monkeypatch, capsys, "--config", str(typo))
+    assert code == 2
+    assert err.splitlines()[0] == "error: Subcommand 'fit' does not accept option 'trainer.max_epochz'"
+
+
+def test_class_path_that_does_not_import_is_named(monkeypatch, capsys):
+    code, err = run_main(monkeypatch, capsys, "--model.net.class_path=models.nets.nope.Net")
+    first_line = err.splitlines()[0]
+    assert code == 2
+    assert first_line.startswith('error: Parser key "model"')
+    assert "Problem with given class_path 'models.nets.nope.Net'" in first_line
+    assert "NoneType" not in err
+
+
+def test_missing_data_folder_ends_with_one_error_line(monkeypatch, capsys, tmp_path):
+    message, err = run_main(monkeypatch, capsys, "--data.source=full", f"--data.data_dir={tmp_path}/none")
+    # sys.exit(message) prints the message as the last line on stderr and exits with status 1
+    assert message.startswith(f"error: MNIST files missing in {tmp_path}/none/MNIST/raw: ")
+    assert "\n" not in message and "Traceback" not in err
