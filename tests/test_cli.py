@@ -68,12 +68,14 @@ def test_checkpoint_loads_on_its_own_with_its_network(quickstart_run):
         assert torch.equal(loaded(x), trained(x))
 
 
-def test_test_and_predict_subcommands_run_from_a_checkpoint(quickstart_run):
+def test_validate_test_and_predict_subcommands_run_from_a_checkpoint(quickstart_run):
     _, run_dir = quickstart_run
     checkpoint = str(next((run_dir / "checkpoints").iterdir()))
+    validated = cli_main(["validate", "--config", QUICKSTART, "--ckpt_path", checkpoint, *QUIET])
+    assert validated.trainer.callback_metrics["val/acc"] == pytest.approx(scalars(run_dir)["val/acc"][-1])
     tested = cli_main(["test", "--config", QUICKSTART, "--ckpt_path", checkpoint, *QUIET])
     assert tested.trainer.callback_metrics["test/acc"] > 0.88
-    assert Path(tested.trainer.log_dir) == Path("runs/quickstart/version_0")
+    assert Path(tested.trainer.log_dir) == Path("runs/quickstart/version_1")
     predicted = cli_main(["predict", "--config", QUICKSTART, "--ckpt_path", checkpoint, *QUIET])
     probabilities = torch.cat(predicted.trainer.predict_loop.predictions)
     assert probabilities.shape == (500, 10)
