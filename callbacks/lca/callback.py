@@ -1,0 +1,380 @@
+"""The Lightning callback that records Loss Change Allocation at every optimizer step."""
+
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.nn.utils import parameters_to_vector
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.writer import FileWriter
+
+from callbacks.lca.evaluation import BatchNormMode, Evaluation, LossEvaluator
+from callbacks.lca.integrators import Method, integrate
+from callbacks.lca.layout import ParameterLayout
+from callbacks.lca.records import RecordBuilder, StepRecord
+from callbacks.lca.store import LCAStore, step_columns
+from lightning_app.errors import UserInputError
+from lightning_app.run_record import environment_versions
+
+
+class LossChangeAllocation(pl.Callback):
+    """Loss Change Allocation (Lan et al., NeurIPS 2019), computed online while the model trains.
+
+    For every optimizer step θ_t → θ_{t+1}, LCA_i = ḡ_i (θ_{t+1,i} − θ_{t,i}) where ḡ is the gradient of
+    the LCA loss averaged along the straight segment (negative: parameter i helped, positive: hurt).
+    The LCA loss is the module's ``criterion``, averaged over a fixed evaluation set (by default the
+    whole train split, as the reference), not the training minibatch. Per step the callback records
+    Σ LCA, the true loss at both ends, the integration error, per parameter-tensor and per-neuron LCA,
+    per-class LCA, and helped/hurt/zero counts; per parameter it keeps running totals. Records stream to
+    ``<log_dir>/lca.h5`` (see ``callbacks.lca.store``) and TensorBoard; ``python -m lightning_app.report
+    lca RUN_DIR`` draws the figures, which are also logged at the end of ``fit``.
+
+    Training is untouched: the callback substitutes parameters with ``torch.func.functional_call``,
+    never updates batch-norm statistics, and draws no random numbers.
+
+    Args:
+        integrator: 'first_order' (gradient at θ_t), 'rk4' (Simpson: start, midpoint, end; two new
+            gradient evaluations a step) or 'adaptive' (composite Simpson, doubling the sub-intervals up
+            to ``max_splits`` until |ΔL − Σ LCA| <= ``tolerance`` on every evaluation set).
+        tolerance: absolute tolerance of 'adaptive', in units of the loss (1e-3 as the reference).
+        max_splits: most sub-intervals 'adaptive' uses.
+        eval_size: examples of the train split in the LCA loss; None takes the whole split.
+        eval_seed: seed of the ``eval_size`` draw (the indices are stored).
+        with_val: also allocate the loss on the val split (the reference's "helped_test").
+        val_size: examples of the val split; None takes the whole split.
+        chunk_size: examples evaluated together.
+        bn_mode: 'batch_stats' (normalise each chunk with its own statistics, as the reference) or
+            'eval' (running statistics).
+        per_class: split the loss into per-class terms (one vectorised pass) and record LCA per class.
+        dense_every: every k-th step, store the full per-parameter LCA vector (0: never).
+        flush_every: steps between writes of the store.
+        histogram_every: steps between TensorBoard histograms of per-parameter LCA (0: never).
+        store_path: where the store goes; default ``<log_dir>/lca.h5``.
+        report: draw the report figures into ``<log_dir>/lca_report/`` and TensorBoard after fit.
+    """
+
+    def __init__(
+        self,
+        integrator: Method = "rk4",
+        tolerance: float = 1e-3,
+        max_splits: int = 32,
+        eval_size: int | None = None,
+        eval_seed: int = 0,
+        with_val: bool = False,
+        val_size: int | None = None,
+        chunk_size: int = 1000,
+        bn_mode: BatchNormMode = "batch_stats",
+        per_class: bool = True,
+        dense_every: int = 0,
+        flush_every: int = 50,
+        histogram_every: int = 100,
+        store_path: str | None = None,
+        report: bool = True,
+    ) -> None:
+        if integrator not in ("first_order", "rk4", "adaptive"):
+            raise UserInputError(f"LCA integrator {integrator!r} is not one of first_order, rk4, adaptive")
+        if bn_mode not in ("batch_stats", "eval"):
+            raise UserInputError(f"LCA bn_mode {bn_mode!r} is not one of batch_stats, eval")
+        if max_splits < 2 or max_splits & (max_splits - 1):
+            raise UserInputError(f"LCA max_splits={max_splits} must be a power of two >= 2")
+        self.integrator = integrator
+        self.tolerance = tolerance
+        self.max_splits = max_splits
+        self.eval_size = eval_size
+        self.eval_seed = eval_seed
+        self.with_val = with_val
+        self.val_size = val_size
+        self.chunk_size = chunk_size
+        self.bn_mode = bn_mode
+        self.per_class = per_class
+        self.dense_every = dense_every
+        self.flush_every = flush_every
+        self.histogram_every = histogram_every
+        self.store_path = store_path
+        self.report = report
+        self.store: LCAStore | None = None
+        self._scalar_writer: FileWriter | None = None
+        self._resume: dict | None = None
+        self._hooks: list = []
+
+    # ---------------------------------------------------------------- set-up
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        criterion = getattr(pl_module, "criterion", None)
+        if not isinstance(criterion, torch.nn.Module):
+            raise UserInputError(
+                f"LCA needs the LightningModule to name its loss: {type(pl_module).__name__} has no "
+                "`criterion` attribute holding a torch loss (e.g. nn.CrossEntropyLoss())"
+            )
+        data = trainer.datamodule
+        if not hasattr(data, "evaluation_subset"):
+            raise UserInputError(
+                "LCA needs a data module with evaluation_subset(split, size, seed); "
+                f"{type(data).__name__} has none"
+            )
+        self.layout = ParameterLayout.of(pl_module)
+        self.parameters = list(pl_module.parameters())
+        self.class_names = self._class_names(data, pl_module) if self.per_class else None
+        device = trainer.strategy.root_device
+        sets = {"train": data.evaluation_subset("train", size=self.eval_size, seed=self.eval_seed)}
+        if self.with_val:
+            sets["val"] = data.evaluation_subset("val", size=self.val_size, seed=self.eval_seed)
+        self.eval_indices = {name: dataset.source_indices.numpy() for name, dataset in sets.items()}
+        self.eval_sizes = {name: len(dataset) for name, dataset in sets.items()}
+        self.evaluators = [
+            LossEvaluator(
+                pl_module, self.layout, criterion, dataset, self.chunk_size, self.bn_mode,
+                len(self.class_names) if self.class_names else None,
+                trainer.global_rank, trainer.world_size,
+                lambda t: trainer.strategy.reduce(t, reduce_op="sum"), device,
+            )
+            for dataset in sets.values()
+        ]  # fmt: skip
+        self.builder = RecordBuilder(self.layout, device)
+        self._cache: tuple[torch.Tensor, dict, list[Evaluation]] | None = None
+        self._theta_start: torch.Tensor | None = None
+        self._stepped = False
+        self.recorded = 0
+
+    @staticmethod
+    def _class_names(data, pl_module) -> list[str]:
+        names = getattr(data, "class_names", None)
+        if names is None and hasattr(pl_module, "num_classes"):
+            names = [str(c) for c in range(pl_module.num_classes)]
+        if names is None:
+            raise UserInputError(
+                "per-class LCA needs class_names on the data module or num_classes on the model"
+            )
+        return list(names)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if len(trainer.optimizers) != 1:
+            raise UserInputError(f"LCA follows one optimizer; this model has {len(trainer.optimizers)}")
+        optimizer = trainer.optimizers[0]
+        self._hooks = [
+            optimizer.register_step_pre_hook(lambda *_: self._before_step()),
+            optimizer.register_step_post_hook(lambda *_: self._after_step()),
+        ]
+        log_dir = trainer.log_dir  # collective under DDP: every rank asks
+        if self._resume is not None:
+            self.recorded = self._resume["position"]
+            self.builder.totals.load_state_dict(self._resume["totals"])
+            self.path = Path(self._resume["store_path"])
+        else:
+            self.path = Path(self.store_path) if self.store_path else Path(log_dir or ".") / "lca.h5"
+        if trainer.is_global_zero:
+            if self._resume is not None:
+                self.store = LCAStore.resume(self.path, self._resume["position"])
+            else:
+                metadata = self._metadata(trainer, log_dir)
+                self.store = LCAStore.create(
+                    self.path,
+                    self.layout,
+                    metadata,
+                    self.class_names,
+                    self.eval_indices,
+                    dense=self.dense_every > 0,
+                )
+            self._log_estimate(trainer)
+            self._open_tensorboard(trainer)
+
+    def _metadata(self, trainer: pl.Trainer, log_dir: str | None) -> dict:
+        config_file = Path(log_dir or ".") / "config.yaml"
+        return {
+            "integrator": self.integrator,
+            "tolerance": self.tolerance,
+            "max_splits": self.max_splits,
+            "bn_mode": self.bn_mode,
+            "per_class": int(self.per_class),
+            "chunk_size": self.chunk_size,
+            "eval_sizes": self.eval_sizes,
+            "eval_seed": self.eval_seed,
+            "dense_every": self.dense_every,
+            "parameters": self.layout.num_parameters,
+            "world_size": trainer.world_size,
+            "config": config_file.read_text() if config_file.is_file() else "",
+            "versions": yaml.safe_dump(environment_versions()),
+        }
+
+    def _log_estimate(self, trainer: pl.Trainer) -> None:
+        k = self.layout.num_parameters
+        classes = len(self.class_names) if self.class_names else 1
+        steps = trainer.estimated_stepping_batches
+        steps = int(steps) if math.isfinite(steps) else 0
+        columns = step_columns(
+            self.layout, len(self.class_names) if self.class_names else None, self.with_val
+        )
+        row_bytes = sum(math.prod(shape) * int(dtype[1:]) for shape, dtype in columns.values())
+        dense_bytes = (steps // self.dense_every) * k * 4 if self.dense_every else 0
+        sets = len(self.evaluators)
+        vectors = 4 * k * (1 + sets * 6 * classes) + 8 * k * 3 + 4 * k * 3  # θ, gradients, Δθ, LCA, totals
+        data = sum(c.inputs.numel() * c.inputs.element_size() for e in self.evaluators for c in e.chunks)
+        rank_zero_info(
+            f"LCA: {k:,} parameters, {self.integrator}, evaluation set {self.eval_sizes}; estimated memory "
+            f"{(vectors + data) / 2**20:,.0f} MiB ({data / 2**20:,.0f} MiB of it the evaluation set); "
+            f"store {(steps * row_bytes + dense_bytes + 20 * k) / 2**20:,.1f} MiB for {steps:,} steps "
+            f"before compression, at {self.path}"
+        )
+
+    def _open_tensorboard(self, trainer: pl.Trainer) -> None:
+        """One TensorBoard chart with the LCA of every parameter tensor, and a writer of the scalars into
+        the logger's folder (TensorBoard reads every event file of a run folder as one run)."""
+        experiment = getattr(trainer.logger, "experiment", None)
+        if isinstance(experiment, SummaryWriter):
+            self._scalar_writer = FileWriter(experiment.get_logdir(), filename_suffix=".lca")
+            experiment.add_custom_scalars(
+                {
+                    "LCA": {
+                        "LCA per parameter tensor": ["Multiline", ["lca_layer/.*"]],
+                        "loss change and sum of LCA": ["Multiline", ["lca/loss_change", "lca/lca_sum"]],
+                        "fraction of parameters helped, hurt, zero": ["Multiline", ["lca/fraction_.*"]],
+                    }
+                }
+            )
+
+    # ---------------------------------------------------------------- the step
+    def _before_step(self) -> None:
+        if self._theta_start is not None:
+            raise UserInputError("LCA records one optimizer step per training batch; this model made two")
+        self._theta_start = self.current_theta().clone()
+
+    def _after_step(self) -> None:
+        self._stepped = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._stepped:
+            return
+        theta_start, theta_end = self._theta_start, self.current_theta()
+        self._theta_start, self._stepped = None, False
+        delta = theta_end.double() - theta_start.double()
+        starts = self._start_evaluations(theta_start)
+        integrals, splits = integrate(
+            self.evaluators,
+            theta_start,
+            theta_end,
+            delta,
+            starts,
+            self.integrator,
+            self.tolerance,
+            self.max_splits,
+        )
+        self._cache = (theta_end, self.evaluators[0].buffers_snapshot(), [i.end for i in integrals])
+        lca = integrals[0].grad.double() * delta
+        # numbered by real updates: Lightning's global_step also counts steps an AMP scaler skipped
+        record = self.builder.build(
+            self.recorded, trainer.global_step, trainer.current_epoch, splits, delta, lca, integrals[0],
+            integrals[1] if self.with_val else None,
+        )  # fmt: skip
+        self.recorded += 1
+        if not record.valid:
+            rank_zero_warn(
+                f"LCA step {record.step}: the LCA loss or its gradient is not finite; the step is recorded "
+                "as invalid and left out of the running totals"
+            )
+        if trainer.is_global_zero:
+            self._write(trainer, record, lca)
+
+    def current_theta(self) -> torch.Tensor:
+        """The flat vector of the parameters LCA tracks, in ``ParameterLayout`` order."""
+        return parameters_to_vector(self.parameters).detach()
+
+    def _start_evaluations(self, theta_start: torch.Tensor) -> list[Evaluation]:
+        """The previous end point's evaluations when nothing moved since, else fresh ones."""
+        if self._cache is not None:
+            theta, buffers, evaluations = self._cache
+            current = self.evaluators[0].buffers_snapshot()
+            same_buffers = buffers.keys() == current.keys() and all(
+                torch.equal(buffers[name], current[name]) for name in buffers
+            )
+            if same_buffers and torch.equal(theta, theta_start) and all(e.finite for e in evaluations):
+                return evaluations
+        return [evaluate(theta_start) for evaluate in self.evaluators]
+
+    def _write(self, trainer: pl.Trainer, record: StepRecord, lca: torch.Tensor) -> None:
+        self.store.append(record)
+        if self.dense_every and record.step % self.dense_every == 0:
+            self.store.append_dense(record.step, lca)
+        if self.store.position % self.flush_every == 0:
+            self.store.flush(self.builder.totals)
+        self._log_scalars(trainer, record)
+        experiment = getattr(trainer.logger, "experiment", None)
+        wanted = self.histogram_every and record.step % self.histogram_every == 0 and record.valid
+        if wanted and hasattr(experiment, "add_histogram"):
+            experiment.add_histogram("lca/per_parameter", lca.float().cpu(), record.step)
+
+    def _log_scalars(self, trainer: pl.Trainer, record: StepRecord) -> None:
+        if trainer.logger is None:
+            return
+        metrics = self._scalars(record)
+        if self._scalar_writer is None:
+            trainer.logger.log_metrics(metrics, step=record.step)
+        else:  # one event for all of a step's values: a tenth of the cost of one event per value
+            values = [Summary.Value(tag=tag, simple_value=value) for tag, value in metrics.items()]
+            self._scalar_writer.add_summary(Summary(value=values), record.step)
+
+    def _scalars(self, record: StepRecord) -> dict[str, float]:
+        helped, hurt, zero = (record.counts.double() / self.layout.num_parameters).tolist()
+        metrics = {
+            "lca/loss_change": record.train.loss_change,
+            "lca/lca_sum": record.train.lca_sum,
+            "lca/integration_error": record.train.error,
+            "lca/fraction_helped": helped,
+            "lca/fraction_hurt": hurt,
+            "lca/fraction_zero": zero,
+            "lca/splits": record.splits,
+        }
+        metrics.update(
+            {
+                f"lca_layer/{name}": value
+                for name, value in zip(self.layout.names, record.train.layer_lca.tolist(), strict=True)
+            }
+        )
+        if record.val is not None:
+            metrics.update(
+                {"lca_val/loss_change": record.val.loss_change, "lca_val/lca_sum": record.val.lca_sum}
+            )
+        return metrics
+
+    # ---------------------------------------------------------------- end, checkpoints
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close()
+        if self.report and trainer.is_global_zero and self.recorded:
+            from callbacks.lca.report import write_report
+
+            write_report(self.path, trainer.logger)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        if self._scalar_writer is not None:
+            self._scalar_writer.close()
+            self._scalar_writer = None
+        if self.store is not None:
+            self.store.close(self.builder.totals)
+            self.store = None
+
+    def state_dict(self) -> dict:
+        if self.store is not None:
+            self.store.flush(self.builder.totals)
+        if not hasattr(self, "path"):  # not fitting yet
+            return {}
+        return {
+            "store_path": str(self.path),
+            "position": self.recorded,
+            "totals": self.builder.totals.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            self._resume = state_dict

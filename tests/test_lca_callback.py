@@ -1,0 +1,511 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from callbacks.lca import LossChangeAllocation
+from callbacks.lca.analysis import summary
+from callbacks.lca.store import LCARun
+from datamodules.mnist import MNISTDataModule
+from lightning_app import report
+from lightning_app.cli import cli_main
+from lightning_app.errors import UserInputError
+from models.classification import ClassificationModule
+from models.nets.fc import FullyConnected
+
+ROOT = Path(__file__).parents[1]
+LCA_CONFIG = str(ROOT / "configs" / "mnist_fc_lca.yaml")
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def lca_fit(*overrides: str, config: str = LCA_CONFIG):
+    """``train.py fit`` on the LCA config with a small evaluation set unless overridden."""
+    small = ["--trainer.callbacks.init_args.eval_size=300", "--trainer.callbacks.init_args.report=false"]
+    return cli_main(["fit", "--config", config, *QUIET, *small, *overrides])
+
+
+def bare_trainer(callback: pl.Callback, **kwargs) -> pl.Trainer:
+    """A trainer with no logger, checkpoint, progress bar or validation; lca.h5 goes to the working folder."""
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "limit_val_batches": 0,
+    }
+    return pl.Trainer(callbacks=[callback], **quiet, **kwargs)
+
+
+def run_of(cli) -> LCARun:
+    return LCARun(Path(cli.trainer.log_dir) / "lca.h5")
+
+
+# ------------------------------------------------------------------ training untouched, exactness
+@pytest.mark.parametrize(
+    ("net", "lca_options"),
+    [
+        # dropout: a random draw by the callback would change the masks; per-class LCA through vmap
+        (["--model.net.class_path=models.nets.lenet_lca.LeNetLCA"], []),
+        # batch norm on batch statistics: running statistics must stay untouched
+        (
+            [
+                "--model.net.class_path=models.nets.resnet_cifar.ResNetCIFAR",
+                "--model.net.init_args.in_channels=1",
+            ],
+            ["--trainer.callbacks.init_args.per_class=false"],
+        ),
+    ],
+)
+def test_training_is_bit_identical_with_and_without_the_callback(net, lca_options):
+    steps = ["--trainer.max_steps=6", "--trainer.limit_val_batches=0", *net]
+    plain = cli_main(["fit", "--config", QUICKSTART, *QUIET, *steps])
+    small = ["--trainer.callbacks.init_args.eval_size=120", "--trainer.callbacks.init_args.with_val=false"]
+    with_lca = lca_fit(*steps, *small, *lca_options)
+    assert run_of(with_lca).steps["step"].tolist() == list(range(6))
+    pairs = zip(plain.model.state_dict().items(), with_lca.model.state_dict().items(), strict=True)
+    for (name, a), (_, b) in pairs:
+        assert torch.equal(a, b), name
+
+
+def test_streamed_records_equal_a_dense_recomputation():
+    cli = lca_fit(
+        "--trainer.max_steps=8",
+        "--trainer.limit_val_batches=0",
+        "--trainer.callbacks.init_args.dense_every=1",
+        "--trainer.callbacks.init_args.eval_size=200",
+        "--trainer.callbacks.init_args.flush_every=3",
+    )
+    run = run_of(cli)
+    steps, dense = run.dense()
+    assert steps.tolist() == list(range(8)) and dense.shape == (8, 84_060)
+    dense = dense.astype(np.float64)
+    bounds = np.cumsum([0, *run.sizes])
+    per_tensor = np.stack([dense[:, a:b].sum(1) for a, b in zip(bounds, bounds[1:], strict=False)], axis=1)
+    np.testing.assert_allclose(run.steps["layer_lca"], per_tensor, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(run.steps["lca_sum"], dense.sum(1), rtol=1e-5)
+    signs = [
+        np.stack([(dense[:, a:b] < 0).sum(1), (dense[:, a:b] > 0).sum(1), (dense[:, a:b] == 0).sum(1)], 1)
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+    assert np.array_equal(run.steps["layer_counts"], np.stack(signs, axis=1))
+    fc1_neurons = dense[:, :78_400].reshape(8, 100, 784).sum(2) + dense[:, 78_400:78_500]
+    np.testing.assert_allclose(run.steps["neuron_lca"][:, :100], fc1_neurons, rtol=1e-4, atol=1e-12)
+    # the dense records are float32: compare at float32's resolution of the largest values
+    np.testing.assert_allclose(run.totals["lca"], dense.sum(0), rtol=1e-5, atol=1e-6 * np.abs(dense).max())
+    assert np.array_equal(run.totals["helped"], (dense < 0).sum(0))
+    assert np.array_equal(run.totals["hurt"], (dense > 0).sum(0))
+    assert np.array_equal(run.totals["zero"], (dense == 0).sum(0))
+    assert run.totals["histogram"].sum() == np.count_nonzero(dense) and run.totals["steps"] == 8
+    class_sum = run.steps["class_layer_lca"].sum(axis=1)
+    np.testing.assert_allclose(
+        class_sum, run.steps["layer_lca"], rtol=1e-4, atol=1e-9
+    )  # per class sums to all
+
+
+@pytest.fixture(scope="module")
+def lca_runs(tmp_path_factory):
+    """configs/mnist_fc_lca.yaml as shipped (10 epochs, 800 steps) with each integrator:
+    {integrator: (cli, run folder)}."""
+    folder = tmp_path_factory.mktemp("lca")
+    runs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(sys, "argv", ["train.py"])
+        for integrator in ("rk4", "first_order", "adaptive"):
+            cli = cli_main(["fit", "--config", LCA_CONFIG, *QUIET,
+                            f"--trainer.callbacks.init_args.integrator={integrator}",
+                            f"--trainer.callbacks.init_args.report={integrator == 'rk4'}"])  # fmt: skip
+            runs[integrator] = (cli, folder / cli.trainer.log_dir)
+    return runs
+
+
+def test_rk4_conserves_the_loss_change_and_first_order_does_not(lca_runs):
+    numbers = {name: summary(LCARun(run_dir / "lca.h5")) for name, (_, run_dir) in lca_runs.items()}
+    rk4, first_order = numbers["rk4"], numbers["first_order"]
+    assert rk4["iterations"] == 800 and rk4["integrator"] == "rk4"
+    assert rk4["loss_change"] < -1.5  # the loss fell on the evaluation set
+    assert rk4["conservation_rel_error"] < 1e-3
+    assert first_order["conservation_rel_error"] > 100 * rk4["conservation_rel_error"]
+    assert rk4["val_lca_sum"] == pytest.approx(rk4["val_loss_change"], rel=1e-2)
+    assert 0.3 < rk4["mean_helped_fraction"] < rk4["mean_helped_fraction_nonzero"] < 0.8
+
+
+def test_adaptive_keeps_every_step_within_its_tolerance(lca_runs):
+    run = LCARun(lca_runs["adaptive"][1] / "lca.h5")
+    for values in (run.steps, run.val):  # the tolerance holds on the train and the val set
+        errors = values["loss_end"] - values["loss_start"] - values["lca_sum"]
+        assert np.all((np.abs(errors) <= 1e-3) | (run.steps["splits"] == 32))
+    assert set(np.unique(run.steps["splits"])) <= {2, 4, 8, 16, 32}
+
+
+def test_tensorboard_holds_the_scalars_the_layer_chart_histograms_and_the_report(lca_runs):
+    cli, run_dir = lca_runs["rk4"]
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    expected = {
+        "lca/loss_change",
+        "lca/lca_sum",
+        "lca/integration_error",
+        "lca/fraction_helped",
+        "lca_layer/net.fc1.weight",
+        "lca_layer/net.fc3.bias",
+        "lca_val/lca_sum",
+    }
+    assert expected <= set(tags["scalars"])
+    assert len(events.Scalars("lca/lca_sum")) == 800
+    assert "lca/per_parameter" in tags["histograms"]
+    assert "custom_scalars__config__" in tags["tensors"]
+    assert {"lca_report/loss", "lca_report/helped_histograms", "lca_report/peaks"} <= set(tags["images"])
+
+
+def test_report_command_writes_the_figures_and_prints_the_numbers(lca_runs, capsys):
+    _, run_dir = lca_runs["rk4"]
+    report.main(["lca", str(run_dir), "--json", "--compare", str(lca_runs["first_order"][1])])
+    numbers = json.loads(capsys.readouterr().out)
+    required = {
+        "iterations",
+        "parameters",
+        "loss_change",
+        "lca_sum",
+        "conservation_rel_error",
+        "mean_helped_fraction",
+        "mean_helped_fraction_nonzero",
+        "integrator",
+    }
+    assert required <= set(numbers) and numbers["parameters"] == 84_060
+    assert (
+        numbers["peak_moments"]["synchronised_peaks"]
+        > numbers["peak_moments"]["synchronised_expected_by_chance"]
+    )
+    names = {
+        "helped_histograms",
+        "loss",
+        "layers",
+        "layers_cumulative",
+        "helped_stacked",
+        "all_values_histogram",
+        "neurons",
+        "peaks",
+    }
+    assert {Path(f).stem for f in numbers["figures"]} == names
+    for name in names:
+        assert (run_dir / "lca_report" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_command_names_a_run_without_a_store(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["lca", str(tmp_path)])
+    assert (
+        exit_.value.code
+        == f"error: {tmp_path} holds no lca.h5: was it trained with the LossChangeAllocation callback?"
+    )
+
+
+# ------------------------------------------------------------------ freezing
+def test_a_layer_frozen_at_initialisation_never_moves_and_gets_zero_lca():
+    freeze = ["--trainer.callbacks+=callbacks.freeze.FreezeLayers", "--trainer.callbacks.layers=[net.fc3]"]
+    cli = lca_fit("--trainer.max_steps=5", "--trainer.limit_val_batches=0", *freeze)
+    initial = cli_main(["--config", QUICKSTART], run=False).model  # the same seed: the initial weights
+    assert torch.equal(cli.model.net.fc3.weight, initial.net.fc3.weight)
+    assert not torch.equal(cli.model.net.fc1.weight, initial.net.fc1.weight)
+    run = run_of(cli)
+    fc3 = [run.names.index("net.fc3.weight"), run.names.index("net.fc3.bias")]
+    assert np.all(run.steps["layer_lca"][:, fc3] == 0)
+    assert np.all(run.steps["layer_counts"][:, fc3, 2] == np.array(run.sizes)[fc3])  # all zero
+
+
+def test_a_layer_frozen_from_step_k_moves_until_then():
+    freeze = [
+        "--trainer.callbacks+=callbacks.freeze.FreezeLayers",
+        "--trainer.callbacks.layers=[net.fc1]",
+        "--trainer.callbacks.from_step=3",
+    ]
+    run = run_of(lca_fit("--trainer.max_steps=6", "--trainer.limit_val_batches=0", *freeze))
+    fc1 = run.names.index("net.fc1.weight")
+    assert np.all(run.steps["layer_lca"][:3, fc1] != 0) and np.all(run.steps["layer_lca"][3:, fc1] == 0)
+
+
+def test_freezing_an_unknown_layer_lists_the_layers():
+    freeze = ["--trainer.callbacks+=callbacks.freeze.FreezeLayers", "--trainer.callbacks.layers=[net.fc9]"]
+    with pytest.raises(
+        UserInputError, match="no layer 'net.fc9'; layers with parameters: net.fc1, net.fc2, net.fc3"
+    ):
+        lca_fit("--trainer.max_steps=1", *freeze)
+
+
+# ------------------------------------------------------------------ bad input
+def test_an_evaluation_set_larger_than_the_split_is_refused():
+    with pytest.raises(
+        UserInputError, match="an evaluation subset of 99999 images exceeds the 4000 of train"
+    ):
+        lca_fit("--trainer.max_steps=1", "--trainer.callbacks.init_args.eval_size=99999")
+
+
+def test_a_store_path_that_cannot_be_written_is_named():
+    with pytest.raises(UserInputError, match="cannot write the LCA store /etc/hostname/lca.h5"):
+        lca_fit("--trainer.max_steps=1", "--trainer.callbacks.init_args.store_path=/etc/hostname/lca.h5")
+
+
+class NoCriterion(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(784, 10)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.layer(batch[0].flatten(1)), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_model_without_a_criterion_is_refused():
+    trainer = bare_trainer(LossChangeAllocation(), max_steps=1)
+    with pytest.raises(
+        UserInputError, match="LCA needs the LightningModule to name its loss: NoCriterion has no"
+    ):
+        trainer.fit(NoCriterion(), datamodule=MNISTDataModule(source="sample"))
+
+
+def test_bad_integrator_and_bn_mode_are_refused():
+    with pytest.raises(UserInputError, match="integrator 'euler' is not one of first_order, rk4, adaptive"):
+        LossChangeAllocation(integrator="euler")
+    with pytest.raises(UserInputError, match="bn_mode 'train'"):
+        LossChangeAllocation(bn_mode="train")
+
+
+class PoisonedEvaluator:
+    """An evaluator whose sixth evaluation (the end point of step 2: step 0 evaluates the start, end and
+    midpoint, later steps the end and midpoint) returns a NaN loss."""
+
+    def __init__(self, evaluator) -> None:
+        self.evaluator = evaluator
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.evaluator, name)
+
+    def __call__(self, theta):
+        self.calls += 1
+        result = self.evaluator(theta)
+        if self.calls == 6:
+            result.loss = result.loss * float("nan")
+        return result
+
+
+class PoisonedLCA(LossChangeAllocation):
+    def setup(self, trainer, pl_module, stage):
+        super().setup(trainer, pl_module, stage)
+        self.evaluators[0] = PoisonedEvaluator(self.evaluators[0])
+
+
+def test_a_non_finite_lca_loss_marks_the_step_invalid_and_training_goes_on():
+    trainer = bare_trainer(PoisonedLCA(eval_size=100, report=False), max_steps=5)
+    from models.classification import ClassificationModule
+    from models.nets.fc import FullyConnected
+
+    with pytest.warns(UserWarning, match="LCA step 2: the LCA loss or its gradient is not finite"):
+        trainer.fit(ClassificationModule(FullyConnected()), datamodule=MNISTDataModule(source="sample"))
+    run = LCARun(Path("lca.h5"))
+    assert run.steps["valid"].tolist() == [1, 1, 0, 1, 1]
+    assert run.totals["steps"] == 4 and trainer.global_step == 5
+    assert np.isfinite(run.steps["lca_sum"][3])  # the next step started from a fresh evaluation
+
+
+class ReadStoreDuringTraining(pl.Callback):
+    def __init__(self) -> None:
+        self.rows_seen = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 7:
+            self.rows_seen = len(LCARun(Path(trainer.log_dir) / "lca.h5").steps["step"])
+
+
+def test_the_store_is_readable_while_training_runs():
+    reader = ReadStoreDuringTraining()
+    cli = cli_main(
+        [
+            "--config",
+            LCA_CONFIG,
+            *QUIET,
+            "--trainer.max_steps=8",
+            "--trainer.callbacks.init_args.flush_every=3",
+            "--trainer.callbacks.init_args.eval_size=100",
+            "--trainer.callbacks.init_args.report=false",
+        ],
+        run=False,
+    )
+    cli.trainer.callbacks.append(reader)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert reader.rows_seen == 6  # flushed at steps 3 and 6
+
+
+# ------------------------------------------------------------------ resume after a kill
+RESUME_ARGS = [
+    "--data.class_path=tests.lca_support.UnshuffledMNIST",
+    "--data.init_args.source=sample",
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=10",
+    "--trainer.limit_val_batches=0",
+    "--trainer.callbacks.init_args.eval_size=200",
+    "--trainer.callbacks.init_args.flush_every=5",
+    "--trainer.callbacks.init_args.report=false",
+    *QUIET,
+]
+
+
+def train(cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", LCA_CONFIG, *RESUME_ARGS, *extra]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_a_killed_run_resumed_from_its_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "killed").mkdir()
+    assert train(tmp_path / "whole").returncode == 0
+    killed = train(
+        tmp_path / "killed",
+        "--trainer.callbacks+=tests.lca_support.ExitAtStep",
+        "--trainer.callbacks.step=15",
+    )
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    store = tmp_path / "killed" / "runs" / "mnist_fc_lca" / "version_0" / "lca.h5"
+    assert (
+        len(LCARun(store).steps["step"]) == 15
+    )  # readable up to its last flush, 5 steps past the checkpoint
+    checkpoint = store.parent / "checkpoints" / "epoch=0-step=10.ckpt"
+    resumed = train(tmp_path / "killed", f"--ckpt_path={checkpoint}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    whole = LCARun(tmp_path / "whole" / "runs" / "mnist_fc_lca" / "version_0" / "lca.h5")
+    again = LCARun(store)
+    assert again.steps["step"].tolist() == list(range(20))  # no step lost, none counted twice
+    for name, values in whole.steps.items():
+        np.testing.assert_allclose(again.steps[name], values, rtol=1e-9, err_msg=name)
+    for name, values in whole.totals.items():
+        np.testing.assert_allclose(again.totals[name], values, rtol=1e-9, err_msg=name)
+
+
+# ------------------------------------------------------------------ DDP
+def test_ddp_records_equal_a_single_process_run(tmp_path):
+    common = [
+        "--data.class_path=tests.lca_support.UnshuffledMNIST",
+        "--data.init_args.source=sample",
+        "--trainer.max_steps=6",
+        "--trainer.limit_val_batches=0",
+        "--trainer.callbacks.init_args.eval_size=400",
+        "--trainer.callbacks.init_args.chunk_size=100",
+        "--trainer.callbacks.init_args.report=false",
+        "--trainer.accelerator=cpu",
+        *QUIET,
+    ]
+    runs = {}
+    for name, extra in (
+        ("single", ["--data.init_args.batch_size=100"]),
+        (
+            "ddp",
+            [
+                "--data.init_args.batch_size=50",
+                "--trainer.devices=2",
+                "--trainer.strategy=ddp",
+                "--trainer.use_distributed_sampler=false",
+            ],
+        ),
+    ):
+        (tmp_path / name).mkdir()
+        command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", LCA_CONFIG, *common, *extra]
+        result = subprocess.run(command, cwd=tmp_path / name, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs[name] = LCARun(tmp_path / name / "runs" / "mnist_fc_lca" / "version_0" / "lca.h5")
+    single, ddp = runs["single"], runs["ddp"]
+    assert ddp.attrs["world_size"] == 2 and single.attrs["world_size"] == 1
+    for name in ("loss_start", "loss_end", "lca_sum", "layer_lca", "class_layer_lca", "neuron_lca"):
+        scale = np.abs(single.steps[name]).max()
+        np.testing.assert_allclose(
+            ddp.steps[name], single.steps[name], rtol=1e-5, atol=1e-5 * scale, err_msg=name
+        )
+    np.testing.assert_allclose(
+        ddp.totals["lca"], single.totals["lca"], rtol=1e-5, atol=1e-5 * np.abs(single.totals["lca"]).max()
+    )
+
+
+# ------------------------------------------------------------------ the shipped LCA configs
+@pytest.mark.parametrize(
+    ("config", "chunk_size", "per_class"),
+    [("lca_mnist_fc", 11000, True), ("lca_mnist_lenet", 11000, True), ("lca_cifar10_allcnn", 5000, False),
+     ("lca_cifar10_resnet20", 5000, False), ("lca_cifar10_resnet20_freeze_last", 5000, False)],
+)  # fmt: skip
+def test_the_paper_lca_configs_compute_lca_as_the_reference(config, chunk_size, per_class):
+    cli = cli_main(["--config", str(ROOT / "configs" / f"{config}.yaml")], run=False)
+    lca = next(c for c in cli.trainer.callbacks if isinstance(c, LossChangeAllocation))
+    assert (lca.integrator, lca.tolerance, lca.max_splits, lca.eval_size) == ("adaptive", 1e-3, 32, None)
+    assert (lca.with_val, lca.chunk_size, lca.bn_mode, lca.per_class) == (
+        True,
+        chunk_size,
+        "batch_stats",
+        per_class,
+    )
+    frozen = [c.layers for c in cli.trainer.callbacks if type(c).__name__ == "FreezeLayers"]
+    assert frozen == ([["net.fc"]] if config.endswith("freeze_last") else [])
+
+
+def test_the_freezing_experiment_runs_and_the_report_compares_it(tmp_path, capsys):
+    from tests.fake_data import write_cifar10
+
+    write_cifar10(tmp_path / "data", per_batch=20, test=10)
+    # small steps, so that adaptive integration needs no refinement: this test is about freezing
+    small = ["--data.data_dir=" + str(tmp_path / "data"), "--data.val_size=10", "--data.batch_size=30",
+             "--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--model.optimizer.init_args.lr=0.001",
+             *QUIET]  # fmt: skip
+    runs = []
+    for config in ("lca_cifar10_resnet20", "lca_cifar10_resnet20_freeze_last"):
+        cli = cli_main(["fit", "--config", str(ROOT / "configs" / f"{config}.yaml"), *small])
+        runs.append(Path(cli.trainer.log_dir))
+    frozen = LCARun(runs[1] / "lca.h5")
+    fc = [frozen.names.index("net.fc.weight"), frozen.names.index("net.fc.bias")]
+    assert np.all(frozen.steps["layer_lca"][:, fc] == 0)
+    assert np.all(LCARun(runs[0] / "lca.h5").steps["layer_lca"][:, fc] != 0)
+    report.main(["lca", str(runs[0]), "--compare", str(runs[1])])
+    assert "conservation error" in capsys.readouterr().out
+    assert (runs[0] / "lca_report" / "layers.png").is_file()
+
+
+# ------------------------------------------------------------------ one record per real parameter update
+def test_gradient_accumulation_gives_one_record_per_optimizer_step():
+    cli = lca_fit(
+        "--trainer.max_steps=4", "--trainer.accumulate_grad_batches=3", "--trainer.limit_val_batches=0"
+    )
+    run = run_of(cli)
+    assert cli.trainer.global_step == 4 and run.steps["step"].tolist() == [0, 1, 2, 3]
+    assert run.steps["global_step"].tolist() == [1, 2, 3, 4]
+    # each record spans one whole update of three accumulated batches: it starts where the last ended
+    # and its LCA adds up to its loss change
+    np.testing.assert_array_equal(run.steps["loss_start"][1:], run.steps["loss_end"][:-1])
+    changes = run.steps["loss_end"] - run.steps["loss_start"]
+    np.testing.assert_allclose(run.steps["lca_sum"], changes, rtol=0.02)
+
+
+class SkipsOneStep(ClassificationModule):
+    """Runs the closure but skips the update of batch 2, as AMP's gradient scaler does on an overflow."""
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        if batch_idx == 2:
+            optimizer_closure()
+            return
+        optimizer.step(closure=optimizer_closure)
+
+
+def test_a_skipped_optimizer_step_is_not_recorded():
+    trainer = bare_trainer(
+        LossChangeAllocation(eval_size=100, report=False), max_epochs=1, limit_train_batches=5
+    )
+    trainer.fit(SkipsOneStep(FullyConnected()), datamodule=MNISTDataModule(source="sample"))
+    run = LCARun(Path("lca.h5"))
+    assert run.steps["step"].tolist() == [0, 1, 2, 3]  # four real updates of five optimizer_step calls
+    assert run.steps["global_step"].tolist() == [1, 2, 4, 5]  # Lightning counts the skipped one too
+    np.testing.assert_array_equal(run.steps["loss_start"][1:], run.steps["loss_end"][:-1])
