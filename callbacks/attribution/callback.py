@@ -1,0 +1,138 @@
+"""AttributionCallback: Captum attribution maps of a fixed probe set, logged to TensorBoard."""
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from callbacks.attribution.figures import attribution_figure, lime_figure
+from callbacks.attribution.methods import AttributionMethod
+from callbacks.attribution.sanity import (
+    infidelity_score,
+    randomisation_correlation,
+    randomised_copy,
+    sensitivity_score,
+)
+from callbacks.attribution.targets import Scores, Targets, class_index, resolve_targets
+from callbacks.inspection import InspectionCallback, ProbeSet
+from callbacks.model_copy import find_layer
+
+DEFAULT_METHODS = {
+    "Saliency": {},
+    "IntegratedGradients": {"n_steps": 32},
+    "SmoothGrad": {"nt_samples": 16, "stdevs": 0.15},
+    "GuidedBackprop": {},
+    "LayerGradCam": {},
+    "Occlusion": {"window": 4, "stride": 2},
+}
+
+
+class AttributionCallback(InspectionCallback):
+    """Attribution maps of the configured Captum methods on a fixed probe set.
+
+    Every ``every_n_epochs`` epochs and at the end of ``fit`` (and at the end of ``validate``, ``test``
+    and ``predict``), logs one figure per method to TensorBoard under ``attribution/<method>``: input |
+    heat map | overlay per sample, the explained class and its probability in the row's title. Lime
+    logs seed 002's five panels. Works on classifiers and on segmentation networks (the sum of a class's
+    logits over the predicted or true region). Runs on rank 0, on a copy of the model.
+
+    Args:
+        methods: method name -> arguments; see :mod:`callbacks.attribution.methods` for the names
+            (Saliency, IntegratedGradients, SmoothGrad/NoiseTunnel, GradientShap, DeepLift,
+            GuidedBackprop, Deconvolution, LayerGradCam, GuidedGradCam, Occlusion, FeatureAblation,
+            Lime, LRP, InputXGradient) and the keys each takes. Default: Saliency, IntegratedGradients,
+            SmoothGrad, GuidedBackprop, LayerGradCam, Occlusion.
+        target: the class explained: 'predicted' (default), 'true', a class index or a class name.
+        split: the split the probe images come from.
+        per_class: probe images per class (seeded); or ``size`` images drawn at random.
+        size: number of probe images, instead of ``per_class``.
+        seed: seed of the probe draw and of the methods' random numbers (the training's random
+            state is left as it was).
+        every_n_epochs: period during ``fit``; 0 logs only at the end.
+        sanity_checks: at the end of ``fit``/``validate``/``test``, log per method
+            ``sanity/randomisation_correlation/<method>`` (Adebayo et al. 2018), ``sanity/infidelity/
+            <method>`` and ``sanity/sensitivity_max/<method>`` (Captum's metrics).
+        randomisation_threshold: a method whose maps correlate above this with those of the randomised
+            model is flagged: a warning and ``sanity/insensitive/<method>`` = 1.
+    """
+
+    tag = "attribution"
+
+    def __init__(
+        self,
+        methods: dict[str, dict] | None = None,
+        target: str | int = "predicted",
+        split: str = "val",
+        per_class: int | None = 1,
+        size: int | None = None,
+        seed: int = 0,
+        every_n_epochs: int = 10,
+        sanity_checks: bool = True,
+        randomisation_threshold: float = 0.5,
+    ) -> None:
+        super().__init__(split, per_class, size, seed, every_n_epochs)
+        configured = DEFAULT_METHODS if methods is None else methods
+        self.methods = [AttributionMethod(name, params) for name, params in configured.items()]
+        self.target = target
+        self.sanity_checks = sanity_checks
+        self.randomisation_threshold = randomisation_threshold
+        self.sanity: dict[str, dict[str, float]] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check layer names and a fixed target class before any training."""
+        for method in self.methods:
+            if method.layer_name is not None:
+                find_layer(pl_module, method.layer_name)
+        if self.target not in ("predicted", "true"):
+            names = list(getattr(trainer.datamodule, "class_names", []))
+            num_classes = getattr(pl_module, "num_classes", None) or len(names)
+            class_index(self.target, names, num_classes)
+
+    def inspect(
+        self, model: nn.Module, probe: ProbeSet, writer: SummaryWriter, step: int, final: bool
+    ) -> None:
+        with torch.no_grad():
+            logits = model(probe.inputs)
+        scores = Scores(model, segmentation=logits.ndim == 4)
+        targets = resolve_targets(self.target, logits, probe.labels, probe.class_names)
+        titles = self._titles(probe, targets)
+        randomised = randomised_copy(scores, self.seed) if final and self.sanity_checks else None
+        for method in self.methods:
+            result = method.attribute(scores, probe.inputs, targets.classes, targets.forward_args)
+            if result.superpixels is not None:
+                figure = lime_figure(probe.display, result.superpixels, result.weights, titles)
+            else:
+                figure = attribution_figure(method.name, probe.display, result.values, titles)
+            writer.add_figure(f"{self.tag}/{method.name}", figure, step)
+            if randomised is not None:
+                self._sanity(method, scores, randomised, probe.inputs, targets, result.values, writer, step)
+
+    def _titles(self, probe: ProbeSet, targets: Targets) -> list[str]:
+        titles = []
+        for position, (index, cls, probability) in enumerate(
+            zip(probe.indices, targets.classes.tolist(), targets.probabilities.tolist(), strict=True)
+        ):
+            label = probe.labels[position]
+            truth = f", true {probe.class_name(int(label))}" if label.ndim == 0 else ""
+            titles.append(f"#{index}: {probe.class_name(cls)} p={probability:.2f}{truth}")
+        return titles
+
+    def _sanity(self, method, scores, randomised, inputs, targets, values, writer, step) -> None:
+        results = {
+            "randomisation_correlation": randomisation_correlation(
+                method, scores, randomised, inputs, targets, values
+            ),
+            "infidelity": infidelity_score(scores, inputs, targets, values),
+            "sensitivity_max": sensitivity_score(method, scores, inputs, targets),
+        }
+        results["insensitive"] = float(results["randomisation_correlation"] > self.randomisation_threshold)
+        if results["insensitive"]:
+            rank_zero_warn(
+                f"attribution method {method.name} barely changes when the model's parameters are randomised "
+                f"(rank correlation {results['randomisation_correlation']:.2f} > "
+                f"{self.randomisation_threshold}): its maps do not explain this model"
+            )
+        for name, value in results.items():
+            writer.add_scalar(f"sanity/{name}/{method.name}", value, step)
+        self.sanity[method.name] = results

@@ -1,0 +1,144 @@
+import pytest
+import torch
+from torch import nn
+
+from callbacks.attribution.methods import METHODS, AttributionMethod
+from callbacks.attribution.sanity import randomisation_correlation, randomised_copy
+from callbacks.attribution.targets import Scores, class_index, resolve_targets
+from callbacks.inspection import inspected_copy
+from callbacks.model_copy import CallSiteCopies, find_layer, inspection_copy
+from lightning_app.errors import UserInputError
+from tests.attribution_support import PixelSegmenter, TinyCNN
+
+SMALL = {
+    "IntegratedGradients": {"n_steps": 8},
+    "SmoothGrad": {"nt_samples": 4},
+    "NoiseTunnel": {"nt_samples": 4, "nt_type": "vargrad"},
+    "GradientShap": {"n_samples": 4},
+    "Occlusion": {"window": 2, "stride": 2},
+    "Lime": {"n_samples": 60, "superpixels": {"algorithm": "slic", "n_segments": 8, "channel_axis": -1}},
+}
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    model = inspection_copy(TinyCNN(), torch.rand(1, 1, 8, 8))
+    return Scores(model, segmentation=False), torch.rand(4, 1, 8, 8, requires_grad=True)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_gives_finite_input_shaped_attributions_that_depend_on_the_target(tiny, name):
+    scores, inputs = tiny
+    method = AttributionMethod(name, SMALL.get(name, {}))
+    first = method.attribute(scores, inputs, torch.zeros(4, dtype=torch.long)).values
+    torch.manual_seed(0)
+    second = method.attribute(scores, inputs, torch.ones(4, dtype=torch.long)).values
+    assert first.shape == inputs.shape
+    assert torch.isfinite(first).all() and torch.isfinite(second).all()
+    assert not torch.allclose(first, second)
+
+
+def test_the_copy_splits_a_reused_relu_and_leaves_the_model_alone():
+    model = TinyCNN()
+    copy = inspection_copy(model, torch.rand(1, 1, 8, 8))
+    assert isinstance(copy.relu, CallSiteCopies) and len(copy.relu.copies) == 2
+    assert not any(m.inplace for m in copy.relu.copies)
+    assert model.relu.inplace and isinstance(model.relu, nn.ReLU) and model.training
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(copy(x), model.eval()(x))
+
+
+def test_saliency_of_a_linear_model_is_its_weights_for_the_target_class():
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    scores = Scores(linear, segmentation=False)
+    inputs = torch.rand(3, 1, 4, 4, requires_grad=True)
+    targets = torch.tensor([2, 0, 1])
+    values = AttributionMethod("Saliency", {"abs": False}).attribute(scores, inputs, targets).values
+    assert torch.allclose(values, linear[1].weight[targets].reshape(3, 1, 4, 4))
+
+
+def test_occlusion_puts_all_attribution_in_the_quadrant_the_model_looks_at():
+    class TopLeft(nn.Module):
+        def forward(self, x):
+            return torch.stack([x[:, 0, :4, :4].sum(dim=(1, 2)), -x[:, 0, :4, :4].sum(dim=(1, 2))], dim=1)
+
+    inputs = torch.rand(2, 1, 8, 8) + 0.1
+    values = (
+        AttributionMethod("Occlusion", {"window": 2, "stride": 2})
+        .attribute(Scores(TopLeft(), False), inputs, torch.zeros(2, dtype=torch.long))
+        .values
+    )
+    assert (values[:, :, :4, :4] > 0).all()
+    assert values[:, :, 4:, :].abs().sum() == 0 and values[:, :, :, 4:].abs().sum() == 0
+
+
+def test_segmentation_target_is_the_class_logits_summed_over_the_predicted_region():
+    torch.manual_seed(0)
+    model = PixelSegmenter()
+    inputs = torch.rand(2, 1, 6, 6, requires_grad=True)
+    logits = model(inputs)
+    targets = resolve_targets("predicted", logits, torch.zeros(2, 6, 6), ["background", "building"])
+    region = logits.argmax(dim=1) == 1
+    assert torch.equal(targets.regions[:, 1].bool(), region) and targets.classes.tolist() == [1, 1]
+    scores = Scores(model, segmentation=True)
+    assert torch.allclose(scores(inputs, targets.regions)[:, 1], (logits[:, 1] * region).sum(dim=(1, 2)))
+    values = AttributionMethod("Saliency", {}).attribute(
+        scores, inputs, targets.classes, targets.forward_args
+    )
+    outside = ~region.unsqueeze(1)
+    assert values.values[outside].abs().sum() == 0 and (values.values[~outside] > 0).all()
+    ig = AttributionMethod("IntegratedGradients", {"n_steps": 8})
+    assert ig.attribute(scores, inputs, targets.classes, targets.forward_args).values.shape == inputs.shape
+
+
+def test_ground_truth_region_of_a_binary_segmentation_model():
+    model = PixelSegmenter(classes=1)
+    truth = torch.zeros(1, 6, 6)
+    truth[0, :2, :3] = 1
+    targets = resolve_targets("true", model(torch.rand(1, 1, 6, 6)), truth, [])
+    assert targets.regions.sum() == 6 and targets.classes.tolist() == [0]
+
+
+def test_the_randomisation_test_flags_a_method_that_ignores_the_model(tiny):
+    scores, inputs = tiny
+    targets = resolve_targets("predicted", scores(inputs), torch.zeros(4), [])
+    randomised = randomised_copy(scores, seed=1)
+    assert not torch.equal(randomised.model.fc.weight, scores.model.fc.weight)
+    blind = AttributionMethod("tests.attribution_support.InputAsAttribution")
+    values = blind.attribute(scores, inputs, targets.classes).values
+    assert randomisation_correlation(blind, scores, randomised, inputs, targets, values) == pytest.approx(1.0)
+    saliency = AttributionMethod("Saliency")
+    values = saliency.attribute(scores, inputs, targets.classes).values
+    assert randomisation_correlation(saliency, scores, randomised, inputs, targets, values) < 0.5
+
+
+def test_attribution_works_under_inference_mode():
+    model = TinyCNN().eval()
+    with torch.inference_mode():
+        inputs = torch.rand(2, 1, 8, 8)
+        with inspected_copy(model, inputs, seed=0) as copy:
+            values = AttributionMethod("IntegratedGradients", {"n_steps": 4}).attribute(
+                Scores(copy, False), inputs.clone().requires_grad_(), torch.tensor([0, 1])
+            )
+    assert values.values.abs().sum() > 0
+
+
+def test_bad_method_names_arguments_layers_and_targets_get_clear_errors():
+    with pytest.raises(UserInputError, match="'Sailency' is not one of .*Saliency, InputXGradient"):
+        AttributionMethod("Sailency")
+    with pytest.raises(UserInputError, match="IntegratedGradients does not take steps; it takes: .*n_steps"):
+        AttributionMethod("IntegratedGradients", {"steps": 8})
+    with pytest.raises(UserInputError, match="superpixels algorithm 'watershed' is not one of slic"):
+        AttributionMethod("Lime", {"superpixels": {"algorithm": "watershed"}})
+    with pytest.raises(
+        UserInputError, match="layer 'conv9' is not in the model; its layers are: conv1, conv2"
+    ):
+        find_layer(TinyCNN(), "conv9")
+    with pytest.raises(
+        UserInputError, match=r"target class 12 is out of range: the model has 10 classes \(0-9\)"
+    ):
+        class_index(12, [], 10)
+    with pytest.raises(UserInputError, match="'dog' is not a class name; the classes are"):
+        class_index("dog", ["0", "1"], 2)
