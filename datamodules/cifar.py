@@ -34,9 +34,12 @@ class CIFAR10DataModule(ImageClassificationDataModule):
         crop_padding: padding in pixels of the random crop.
         download: fetch the data set into ``data_dir`` in ``prepare_data``.
         num_workers: DataLoader worker processes.
+        predict_files: image files (paths or glob patterns) that `predict` reads instead of the test
+            split, resized to the data's image size and normalised as its images (the explain command).
     """
 
     name = "CIFAR-10"
+    image_shape = (3, 32, 32)
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
     class_names = (
@@ -58,8 +61,11 @@ class CIFAR10DataModule(ImageClassificationDataModule):
         crop_padding: int = 4,
         download: bool = False,
         num_workers: int = 0,
+        predict_files: list[str] | None = None,
     ) -> None:
-        super().__init__(data_dir, batch_size, val_size, seed, normalize, download, num_workers)
+        super().__init__(
+            data_dir, batch_size, val_size, seed, normalize, download, num_workers, predict_files
+        )
         self.augment = augment
         self.crop_padding = crop_padding
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from datamodules.image_files import ImageFilesDataset, expand_image_paths
 from lightning_app.errors import UserInputError
 
 SPLITS = ("train", "val", "test")
@@ -70,6 +71,7 @@ class ImageClassificationDataModule(pl.LightningDataModule, ABC):
     """
 
     name: str
+    image_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...]
@@ -87,8 +89,10 @@ class ImageClassificationDataModule(pl.LightningDataModule, ABC):
         normalize: bool = False,
         download: bool = False,
         num_workers: int = 0,
+        predict_files: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.predict_files = predict_files
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
         self.val_size = val_size
@@ -171,6 +175,14 @@ class ImageClassificationDataModule(pl.LightningDataModule, ABC):
             steps.append(v2.Normalize(self.mean, self.std))
         return ImageClassificationDataset(self.splits[split], v2.Compose(steps) if steps else None)
 
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as the model sees them, back in [0, 1] for display (undoes ``normalize``)."""
+        if not self.normalize:
+            return images
+        shape = (-1, 1, 1)
+        mean = torch.tensor(self.mean, device=images.device).view(shape)
+        return images * torch.tensor(self.std, device=images.device).view(shape) + mean
+
     def evaluation_subset(
         self,
         split: str,
@@ -221,5 +233,13 @@ class ImageClassificationDataModule(pl.LightningDataModule, ABC):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def predict_dataset(self) -> Dataset:
+        """``predict_files`` prepared as this data's images (size, channels, normalisation), or the
+        test split when no files are given."""
+        if not self.predict_files:
+            return self.dataset("test")
+        normalize = v2.Normalize(self.mean, self.std) if self.normalize else None
+        return ImageFilesDataset(expand_image_paths(self.predict_files), self.image_shape, normalize)
+
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return DataLoader(self.predict_dataset(), batch_size=self.batch_size, num_workers=self.num_workers)

@@ -38,9 +38,12 @@ class MNISTDataModule(ImageClassificationDataModule):
         normalize: subtract MNIST's mean and divide by its std after scaling to [0, 1].
         download: fetch the IDX files into ``data_dir`` in ``prepare_data``.
         num_workers: DataLoader worker processes.
+        predict_files: image files (paths or glob patterns) that `predict` reads instead of the test
+            split, resized to the data's image size and normalised as its images (the explain command).
     """
 
     name = "MNIST"
+    image_shape = (1, 28, 28)
     mean = (0.1307,)
     std = (0.3081,)
     class_names = tuple(str(digit) for digit in range(10))
@@ -59,10 +62,13 @@ class MNISTDataModule(ImageClassificationDataModule):
         normalize: bool = False,
         download: bool = False,
         num_workers: int = 0,
+        predict_files: list[str] | None = None,
     ) -> None:
         if val_size is None:
             val_size = 5000 if source == "full" else 500
-        super().__init__(data_dir, batch_size, val_size, seed, normalize, download, num_workers)
+        super().__init__(
+            data_dir, batch_size, val_size, seed, normalize, download, num_workers, predict_files
+        )
         self.source = source
         self._sample: tuple[LabelledImages, LabelledImages] | None = None
 

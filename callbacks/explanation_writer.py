@@ -1,0 +1,127 @@
+"""ExplanationWriter: the explain command. During ``predict`` it writes, per image, the top-5 classes
+with their probabilities and PNG figures of attribution methods and feature maps."""
+
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from callbacks.activations import feature_map_figure, layer_outputs
+from callbacks.attribution.callback import DEFAULT_METHODS
+from callbacks.attribution.figures import attribution_figure, lime_figure
+from callbacks.attribution.methods import AttributionMethod
+from callbacks.attribution.targets import Scores, resolve_targets
+from callbacks.inspection import inspected_copy
+from callbacks.model_copy import conv_layer_names, find_layer
+
+TOP_K = 5
+
+
+class ExplanationWriter(BasePredictionWriter):
+    """Writes ``<output_dir>/<image name>/``: ``predictions.json`` (the top-5 classes and
+    probabilities), ``attribution_<method>.png`` per method and ``activations_<layer>.png`` per layer,
+    for every image ``predict`` sees. With the data module's ``predict_files`` these are your own images,
+    prepared exactly as the training images (size, channels, normalisation):
+
+        python train.py predict --config configs/mnist_lenet_explain.yaml --ckpt_path CKPT \\
+            --data.predict_files='[my_digit.png]'
+
+    Args:
+        output_dir: folder of the explanations.
+        methods: attribution methods and their arguments, as AttributionCallback's ``methods``.
+        layers: layers whose feature maps are drawn; default all Conv2d layers; [] draws none.
+        target: the class explained: 'predicted', a class index or a class name.
+        top_channels: feature maps per layer figure, strongest first; null shows all.
+        seed: seed of the methods' random numbers.
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "explanations",
+        methods: dict[str, dict] | None = None,
+        layers: list[str] | None = None,
+        target: str | int = "predicted",
+        top_channels: int | None = 16,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.methods = [
+            AttributionMethod(name, params)
+            for name, params in (DEFAULT_METHODS if methods is None else methods).items()
+        ]
+        self.layers = layers
+        self.target = target
+        self.top_channels = top_channels
+        self.seed = seed
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for name in [m.layer_name for m in self.methods if m.layer_name] + (self.layers or []):
+            find_layer(pl_module, name)
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ):
+        dataset = trainer.predict_dataloaders.dataset
+        names = [_image_name(dataset, index) for index in batch_indices]
+        datamodule = trainer.datamodule
+        class_names = list(getattr(datamodule, "class_names", []))
+        inputs, labels = batch[0].to(pl_module.device), batch[1]
+        with inspected_copy(pl_module, inputs, self.seed) as model:
+            inputs = inputs.clone().requires_grad_()
+            with torch.no_grad():
+                logits = model(inputs)
+            display = getattr(datamodule, "denormalize", lambda x: x)(inputs.detach()).clamp(0, 1)
+            targets = resolve_targets(self.target, logits, labels.to(inputs.device), class_names)
+            scores = Scores(model, segmentation=logits.ndim == 4)
+            folders = [self.output_dir / name for name in names]
+            for folder, probabilities in zip(folders, logits.softmax(dim=-1), strict=True):
+                folder.mkdir(parents=True, exist_ok=True)
+                _write_predictions(folder / "predictions.json", probabilities, class_names)
+            titles = [
+                f"{name}: {_class_name(class_names, c)} p={p:.2f}"
+                for name, c, p in zip(
+                    names, targets.classes.tolist(), targets.probabilities.tolist(), strict=True
+                )
+            ]
+            for method in self.methods:
+                result = method.attribute(scores, inputs, targets.classes, targets.forward_args)
+                for i, folder in enumerate(folders):
+                    if result.superpixels is not None:
+                        figure = lime_figure(
+                            display[i : i + 1],
+                            result.superpixels[i : i + 1],
+                            result.weights[i : i + 1],
+                            titles[i : i + 1],
+                        )
+                    else:
+                        figure = attribution_figure(
+                            method.name, display[i : i + 1], result.values[i : i + 1], titles[i : i + 1]
+                        )
+                    figure.savefig(folder / f"attribution_{method.name}.png", dpi=120)
+            layers = conv_layer_names(model) if self.layers is None else self.layers
+            for layer, maps in layer_outputs(model, layers, inputs).items():
+                for i, folder in enumerate(folders):
+                    figure = feature_map_figure(layer, maps[i], self.top_channels, names[i])
+                    figure.savefig(folder / f"activations_{layer}.png", dpi=120)
+
+
+def _image_name(dataset, index: int) -> str:
+    paths = getattr(dataset, "paths", None)
+    return Path(paths[index]).stem if paths is not None else f"{getattr(dataset, 'split', 'image')}_{index}"
+
+
+def _class_name(class_names: list[str], index: int) -> str:
+    return class_names[index] if index < len(class_names) else str(index)
+
+
+def _write_predictions(path: Path, probabilities: torch.Tensor, class_names: list[str]) -> None:
+    top = probabilities.topk(min(TOP_K, len(probabilities)))
+    ranked = [
+        {"class": _class_name(class_names, i), "index": i, "probability": round(p, 6)}
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
+    path.write_text(json.dumps({"top5": ranked}, indent=2) + "\n")
+    print(f"{path.parent.name}: " + ", ".join(f"{r['class']} {r['probability']:.3f}" for r in ranked))
