@@ -10,10 +10,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from callbacks.activations import feature_map_figure, layer_outputs
 from callbacks.attribution.callback import DEFAULT_METHODS
-from callbacks.attribution.figures import attribution_figure, lime_figure
+from callbacks.attribution.figures import method_figure
 from callbacks.attribution.methods import AttributionMethod
 from callbacks.attribution.targets import Scores, resolve_targets
-from callbacks.inspection import inspected_copy
+from callbacks.inspection import class_name, display_images, inspected_copy
 from callbacks.model_copy import conv_layer_names, find_layer
 
 TOP_K = 5
@@ -73,7 +73,7 @@ class ExplanationWriter(BasePredictionWriter):
             inputs = inputs.clone().requires_grad_()
             with torch.no_grad():
                 logits = model(inputs)
-            display = getattr(datamodule, "denormalize", lambda x: x)(inputs.detach()).clamp(0, 1)
+            display = display_images(datamodule, inputs)
             targets = resolve_targets(self.target, logits, labels.to(inputs.device), class_names)
             scores = Scores(model, segmentation=logits.ndim == 4)
             folders = [self.output_dir / name for name in names]
@@ -81,7 +81,7 @@ class ExplanationWriter(BasePredictionWriter):
                 folder.mkdir(parents=True, exist_ok=True)
                 _write_predictions(folder / "predictions.json", probabilities, class_names)
             titles = [
-                f"{name}: {_class_name(class_names, c)} p={p:.2f}"
+                f"{name}: {class_name(class_names, c)} p={p:.2f}"
                 for name, c, p in zip(
                     names, targets.classes.tolist(), targets.probabilities.tolist(), strict=True
                 )
@@ -89,17 +89,9 @@ class ExplanationWriter(BasePredictionWriter):
             for method in self.methods:
                 result = method.attribute(scores, inputs, targets.classes, targets.forward_args)
                 for i, folder in enumerate(folders):
-                    if result.superpixels is not None:
-                        figure = lime_figure(
-                            display[i : i + 1],
-                            result.superpixels[i : i + 1],
-                            result.weights[i : i + 1],
-                            titles[i : i + 1],
-                        )
-                    else:
-                        figure = attribution_figure(
-                            method.name, display[i : i + 1], result.values[i : i + 1], titles[i : i + 1]
-                        )
+                    figure = method_figure(
+                        method.name, display[i : i + 1], result.rows(i, i + 1), titles[i : i + 1]
+                    )
                     figure.savefig(folder / f"attribution_{method.name}.png", dpi=120)
             layers = conv_layer_names(model) if self.layers is None else self.layers
             for layer, maps in layer_outputs(model, layers, inputs).items():
@@ -113,14 +105,10 @@ def _image_name(dataset, index: int) -> str:
     return Path(paths[index]).stem if paths is not None else f"{getattr(dataset, 'split', 'image')}_{index}"
 
 
-def _class_name(class_names: list[str], index: int) -> str:
-    return class_names[index] if index < len(class_names) else str(index)
-
-
 def _write_predictions(path: Path, probabilities: torch.Tensor, class_names: list[str]) -> None:
     top = probabilities.topk(min(TOP_K, len(probabilities)))
     ranked = [
-        {"class": _class_name(class_names, i), "index": i, "probability": round(p, 6)}
+        {"class": class_name(class_names, i), "index": i, "probability": round(p, 6)}
         for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]
     path.write_text(json.dumps({"top5": ranked}, indent=2) + "\n")

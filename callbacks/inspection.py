@@ -34,7 +34,18 @@ class ProbeSet:
     class_names: list[str]
 
     def class_name(self, index: int) -> str:
-        return self.class_names[index] if index < len(self.class_names) else str(index)
+        return class_name(self.class_names, index)
+
+
+def class_name(class_names: list[str], index: int) -> str:
+    """The name of class ``index``, or the index itself when the data module names no such class."""
+    return class_names[index] if index < len(class_names) else str(index)
+
+
+def display_images(datamodule, inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` as the model sees them, back in [0, 1] for figures (the data module's
+    ``denormalize``, when it has one)."""
+    return getattr(datamodule, "denormalize", lambda x: x)(inputs.detach()).clamp(0, 1)
 
 
 def load_probe_set(datamodule, split: str, per_class: int | None, size: int | None, seed: int) -> ProbeSet:
@@ -47,12 +58,11 @@ def load_probe_set(datamodule, split: str, per_class: int | None, size: int | No
     inputs, labels = (
         torch.stack(items) for items in zip(*(dataset[i] for i in range(len(dataset))), strict=True)
     )
-    denormalize = getattr(datamodule, "denormalize", lambda x: x)
     names = list(getattr(datamodule, "class_names", []))
     return ProbeSet(
         inputs,
         labels,
-        denormalize(inputs).clamp(0, 1),
+        display_images(datamodule, inputs),
         dataset.source_indices.tolist(),
         dataset.source,
         names,

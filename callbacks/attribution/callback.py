@@ -6,7 +6,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from callbacks.attribution.figures import attribution_figure, lime_figure
+from callbacks.attribution.figures import method_figure
 from callbacks.attribution.methods import AttributionMethod
 from callbacks.attribution.sanity import (
     infidelity_score,
@@ -100,10 +100,7 @@ class AttributionCallback(InspectionCallback):
         randomised = randomised_copy(scores, self.seed) if final and self.sanity_checks else None
         for method in self.methods:
             result = method.attribute(scores, probe.inputs, targets.classes, targets.forward_args)
-            if result.superpixels is not None:
-                figure = lime_figure(probe.display, result.superpixels, result.weights, titles)
-            else:
-                figure = attribution_figure(method.name, probe.display, result.values, titles)
+            figure = method_figure(method.name, probe.display, result, titles)
             writer.add_figure(f"{self.tag}/{method.name}", figure, step)
             if randomised is not None:
                 self._sanity(method, scores, randomised, probe.inputs, targets, result.values, writer, step)

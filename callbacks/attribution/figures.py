@@ -9,6 +9,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from skimage.segmentation import mark_boundaries
 
+from callbacks.attribution.methods import Attributions
 from callbacks.mosaic import mosaic_figure
 
 HIDDEN_GREY = 0.5
@@ -61,6 +62,14 @@ def lime_panels(pixels: np.ndarray, segments: np.ndarray, weights: np.ndarray) -
         mark_boundaries(signed, np.isin(segments, by_magnitude).astype(int)),
         only(strong),
     ]
+
+
+def method_figure(method: str, display: torch.Tensor, result: Attributions, titles: list[str]) -> Figure:
+    """The figure of one method's result: Lime's five panels when it has superpixels, else input |
+    heat map | overlay."""
+    if result.superpixels is not None:
+        return lime_figure(display, result.superpixels, result.weights, titles)
+    return attribution_figure(method, display, result.values, titles)
 
 
 def attribution_figure(method: str, display: torch.Tensor, values: torch.Tensor, titles: list[str]) -> Figure:

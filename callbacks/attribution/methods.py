@@ -75,6 +75,12 @@ class Attributions:
     superpixels: torch.Tensor | None = None
     weights: list[torch.Tensor] | None = None
 
+    def rows(self, start: int, stop: int) -> "Attributions":
+        """The attributions of examples ``start`` to ``stop`` (exclusive)."""
+        if self.superpixels is None:
+            return Attributions(self.values[start:stop])
+        return Attributions(self.values[start:stop], self.superpixels[start:stop], self.weights[start:stop])
+
 
 class AttributionMethod:
     """One Captum method with its arguments, checked against the method's signature on creation."""
@@ -83,12 +89,12 @@ class AttributionMethod:
         self.name = name
         self.params = dict(params or {})
         self.captum_class = _captum_class(name)
-        accepted = self._accepted_keys()
-        unknown = sorted(set(self.params) - accepted)
+        self.accepted = self._accepted_keys()
+        unknown = sorted(set(self.params) - self.accepted)
         if unknown:
             raise UserInputError(
                 f"attribution method {name} does not take {', '.join(unknown)}; "
-                f"it takes: {', '.join(sorted(accepted - {'inputs', 'target', 'self'}))}"
+                f"it takes: {', '.join(sorted(self.accepted - {'inputs', 'target', 'self'}))}"
             )
         if name == "Lime":
             self._check_superpixels()
@@ -128,9 +134,9 @@ class AttributionMethod:
         a :class:`~callbacks.attribution.targets.Scores` module."""
         kwargs = {k: v for k, v in self.params.items() if k not in OUR_KEYS.get(self.name, set())}
         kwargs["additional_forward_args"] = forward_args
-        if "perturbations_per_eval" in self._accepted_keys():
+        if "perturbations_per_eval" in self.accepted:
             kwargs.setdefault("perturbations_per_eval", PERTURBATIONS_PER_EVAL)
-        if "baseline" in self._accepted_keys():
+        if "baseline" in self.accepted:
             kwargs["baselines"] = _baseline(kwargs.pop("baseline", 0.0), inputs)
         if self.name == "Lime":
             return self._lime(scores, inputs, targets, kwargs)
