@@ -8,10 +8,9 @@
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from lightning_app.errors import UserInputError
+from lightning_app.errors import UserInputError, run_subcommand
 
 
 def store_path(run: str) -> Path:
@@ -60,11 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         help="layers peaking together to count as synchronised (default: all)",
     )
     report.set_defaults(run=lca)
-    args = parser.parse_args(argv)
-    try:
-        args.run(args)
-    except UserInputError as error:
-        sys.exit(f"error: {error}")
+    run_subcommand(parser, argv)
 
 
 if __name__ == "__main__":
