@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.features
 
 from datamodules.spacenet.building_score import (
     MIN_AREA,

@@ -163,9 +163,11 @@ class SpaceNetDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.skip_bad_files = skip_bad_files
         self.predict_files = predict_files
-        Augmentation(self.augmentations)  # a bad transform fails at start-up, not in a worker
+        # built here so a bad transform fails at start-up, not in a worker
+        self.augmentation = Augmentation(self.augmentations) if self.augmentations else None
         self.discovery: Discovery | None = None
         self.tiles: list[Tile] = []
+        self.tile_positions: dict[str, int] = {}
         self.skipped: list[str] = []
         self.manifest: list[ManifestRow] = []
         self._range_checked = False
@@ -192,12 +194,14 @@ class SpaceNetDataModule(pl.LightningDataModule):
 
     def _load_tiles(self) -> None:
         """Pair the files, read every header and build every missing mask; bad files stop the run or are
-        skipped and counted. Runs in ``prepare_data`` (masks once per node) and in ``setup``."""
+        skipped and counted. Runs in ``prepare_data`` (masks once per node), and in ``setup`` on
+        processes where ``prepare_data`` did not run."""
         self.discovery = discover(self.data_dir, self.product)
         report = self.discovery.unpaired_report()
         if report:
             rank_zero_warn(f"SpaceNet {self.data_dir}: unpaired files not used: {report}")
         cache, self.tiles, self.skipped = self.mask_cache(), [], []
+        self.tile_positions = {}
         repaired = dropped = 0
         for pair in self.discovery.pairs:
             try:
@@ -207,6 +211,7 @@ class SpaceNetDataModule(pl.LightningDataModule):
             except UserInputError as error:
                 self._bad(pair.tile_id, error)
                 continue
+            self.tile_positions[pair.tile_id] = len(self.tiles)
             self.tiles.append(Tile(pair, info))
             if labels is not None:
                 repaired, dropped = repaired + labels.repaired, dropped + labels.dropped
@@ -265,8 +270,7 @@ class SpaceNetDataModule(pl.LightningDataModule):
         if self.split_manifest is None:
             return self._sample_rows()
         rows = read_manifest(self.split_manifest)
-        known = {tile.pair.tile_id for tile in self.tiles}
-        missing = sorted({row.tile_id for row in rows} - known)
+        missing = sorted({row.tile_id for row in rows} - self.tile_positions.keys())
         if missing:
             raise UserInputError(
                 f"split manifest {self.split_manifest}: {len(missing)} tiles are not usable in "
@@ -284,10 +288,9 @@ class SpaceNetDataModule(pl.LightningDataModule):
         chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))[
             : self.stats_tiles
         ]
-        by_id = {tile.pair.tile_id: tile for tile in self.tiles}
         samples = []
         for position in sorted(chosen.tolist()):
-            tile = by_id[train[position]]
+            tile = self.tiles[self.tile_positions[train[position]]]
             full = Window(0, 0, tile.info.width, tile.info.height)
             pixels, valid = read_window(tile.pair.image, self.bands, full), read_valid(tile.pair.image, full)
             strided = (slice(None), slice(None, None, STATS_STRIDE), slice(None, None, STATS_STRIDE))
@@ -302,7 +305,8 @@ class SpaceNetDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.manifest:
             return
-        self._load_tiles()
+        if not self.tiles:
+            self._load_tiles()
         self.manifest = self._manifest_rows()
         rank_zero_info(
             f"SpaceNet {self.discovery.layout.name} ({self.discovery.product}): {self.split_counts()}"
@@ -343,9 +347,8 @@ class SpaceNetDataModule(pl.LightningDataModule):
         return batch
 
     # ----- datasets --------------------------------------------------------------------------------
-    def reader(self, with_masks: bool = True) -> TileReader:
-        cache = self.mask_cache() if with_masks else None
-        return TileReader(self.tiles, self.bands, self.normalization, cache, self.ignore_index)
+    def reader(self) -> TileReader:
+        return TileReader(self.tiles, self.bands, self.normalization, self.mask_cache(), self.ignore_index)
 
     def _tile_windows(self, tile: int, info: RasterInfo) -> list[TileWindow]:
         """The evaluation windows of a tile: the whole tile padded, or overlapping windows."""
@@ -364,9 +367,8 @@ class SpaceNetDataModule(pl.LightningDataModule):
         return TileWindow(tile, row, col, height, width, self.crop_size, self.crop_size)
 
     def _subtiles(self, rows: list[ManifestRow]) -> list[TileWindow]:
-        index = {tile.pair.tile_id: position for position, tile in enumerate(self.tiles)}
         windows = {}
-        for tile in sorted({index[row.tile_id] for row in rows}):
+        for tile in sorted({self.tile_positions[row.tile_id] for row in rows}):
             info = self.tiles[tile].info
             for window in seed001_subtiles(tile, self.tiles[tile].pair.image.stem, info.height, info.width):
                 windows[window.name] = window
@@ -376,15 +378,17 @@ class SpaceNetDataModule(pl.LightningDataModule):
         return [row for row in self.manifest if row.split == split]
 
     def _split_tiles(self, split: str) -> list[int]:
-        index = {tile.pair.tile_id: position for position, tile in enumerate(self.tiles)}
-        return [index[row.tile_id] for row in self._split_rows(split)]
+        return [self.tile_positions[row.tile_id] for row in self._split_rows(split)]
+
+    def _has_subtiles(self, split: str) -> bool:
+        """Whether ``split``'s samples are named sub-tiles (seed 001's split, or a manifest of one)."""
+        return any(row.sample != row.tile_id for row in self._split_rows(split))
 
     def _windows(self, split: str, training: bool) -> list[TileWindow]:
         """Fixed windows of ``split``: seed 001's sub-tiles; whole or windowed tiles for val and test (and
         for training without ``crop_size``); centre crops of train tiles for evaluation subsets."""
-        rows = self._split_rows(split)
-        if any(row.sample != row.tile_id for row in rows):
-            return self._subtiles(rows)
+        if self._has_subtiles(split):
+            return self._subtiles(self._split_rows(split))
         tiles = self._split_tiles(split)
         if split == "train" and not training and self.crop_size is not None:
             return [self._centre_crop(tile) for tile in tiles]
@@ -400,17 +404,16 @@ class SpaceNetDataModule(pl.LightningDataModule):
         source = f"spacenet:{self.data_dir}:{split}"
         if not (split == "train" and augment):
             return SpaceNetDataset(self.reader(), source, windows=self._windows(split, training=False))
-        augmentation = Augmentation(self.augmentations) if self.augmentations else None
-        windows = self._windows(split, training=True)
-        if self.crop_size is None or any(window.name for window in windows):
-            return SpaceNetDataset(self.reader(), source, windows=windows, augmentation=augmentation)
+        if self.crop_size is None or self._has_subtiles(split):
+            windows = self._windows(split, training=True)
+            return SpaceNetDataset(self.reader(), source, windows=windows, augmentation=self.augmentation)
         return SpaceNetDataset(
             self.reader(),
             source,
             tiles=self._split_tiles("train"),
             crop_size=self.crop_size,
             reject_empty=self.reject_empty_crops,
-            augmentation=augmentation,
+            augmentation=self.augmentation,
         )
 
     def evaluation_subset(

@@ -104,7 +104,7 @@ class SpaceNetDataset(Dataset):
     def _crop(self, tile: int) -> tuple[TileWindow, np.ndarray]:
         info = self.reader.tiles[tile].info
         for _ in range(CROP_TRIES):
-            window = random_crop(tile, info.height, info.width, self.crop_size, None)
+            window = random_crop(tile, info.height, info.width, self.crop_size)
             mask = self.reader.mask(window)
             labelled = np.any((mask != BACKGROUND) & (mask != self.reader.ignore_index))
             if labelled or not self.reject_empty or float(torch.rand(1)) >= self.reject_empty:

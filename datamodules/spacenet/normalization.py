@@ -9,7 +9,7 @@ Statistics come from valid (not no-data) pixels of up to ``stats_tiles`` train t
 the DataModule's state, so a checkpoint carries them to ``validate``/``test``/``predict``.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -31,8 +31,8 @@ class Normalization:
     mean: list[float] | None = None
     std: list[float] | None = None
     input_range: tuple[float, float] | None = None
-    low: list[float] | None = field(default=None)
-    high: list[float] | None = field(default=None)
+    low: list[float] | None = None
+    high: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("fixed", "percentile", "mean_std"):

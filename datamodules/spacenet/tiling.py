@@ -86,12 +86,10 @@ def seed001_subtiles(tile: int, stem: str, height: int, width: int) -> list[Tile
     ]
 
 
-def random_crop(
-    tile: int, height: int, width: int, size: int, generator: torch.Generator | None
-) -> TileWindow:
+def random_crop(tile: int, height: int, width: int, size: int) -> TileWindow:
     """A uniformly placed ``size`` crop inside the tile (padded if the tile is smaller)."""
-    row = int(torch.randint(height - size + 1, (1,), generator=generator)) if height > size else 0
-    col = int(torch.randint(width - size + 1, (1,), generator=generator)) if width > size else 0
+    row = int(torch.randint(height - size + 1, (1,))) if height > size else 0
+    col = int(torch.randint(width - size + 1, (1,))) if width > size else 0
     return TileWindow(tile, row, col, min(size, height), min(size, width), size, size)
 
 
