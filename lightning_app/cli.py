@@ -15,6 +15,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import models.classification  # noqa: F401  (makes the short class names of the YAML resolvable)
+import models.segmentation  # noqa: F401
 from lightning_app.errors import UserInputError
 from lightning_app.run_record import SaveConfigAndVersions
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.features
 
 from datamodules.spacenet.building_score import (
     MIN_AREA,
@@ -33,7 +32,7 @@ from datamodules.spacenet.building_score import (
     read_polygon_csv,
     score_image,
 )
-from datamodules.spacenet.geo_output import mask_polygons
+from datamodules.spacenet.geo_output import proposal_rows, scored_polygons, write_proposal_csv
 from lightning_app.errors import UserInputError, describe, run_subcommand
 
 RESULT_COLUMNS = ("Level", "Name", "TruePos", "FalsePos", "FalseNeg", "Precision", "Recall", "F1Score")
@@ -53,21 +52,8 @@ def proposals_from_masks(folder: Path, out: Path, threshold: float) -> int:
                 values = source.read(1).astype(np.float32)
         except rasterio.errors.RasterioError as error:
             raise UserInputError(f"cannot read mask {path}: {describe(error)}") from error
-        polygons = mask_polygons(values > threshold)
-        for number, polygon in enumerate(polygons):
-            inside = rasterio.features.geometry_mask(
-                [polygon], values.shape, rasterio.Affine.identity(), invert=True
-            )
-            rows.append(
-                (path.stem, number, polygon.wkt, float(values[inside].mean()) if inside.any() else 1.0)
-            )
-        if not polygons:
-            rows.append((path.stem, -1, "POLYGON EMPTY", 1.0))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(PROPOSAL_COLUMNS)
-        writer.writerows(rows)
+        rows += proposal_rows(path.stem, scored_polygons(values, threshold))
+    write_proposal_csv(out, rows)
     return sum(row[1] >= 0 for row in rows)
 
 

@@ -8,6 +8,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_app.errors import UserInputError
+from models.training_setup import check_data_classes, optimizers_and_scheduler
 
 
 class ClassificationModule(pl.LightningModule):
@@ -49,11 +50,7 @@ class ClassificationModule(pl.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def setup(self, stage: str) -> None:
-        data_classes = getattr(self.trainer.datamodule, "num_classes", self.num_classes)
-        if data_classes != self.num_classes:
-            raise UserInputError(
-                f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
-            )
+        check_data_classes(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -86,8 +83,4 @@ class ClassificationModule(pl.LightningModule):
         return self(batch[0]).softmax(dim=-1)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        return optimizers_and_scheduler(self, self.optimizer, self.lr_scheduler)

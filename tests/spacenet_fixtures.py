@@ -90,3 +90,19 @@ def make_spacenet6(
         label = aoi / "geojson_buildings" / f"{SN6_STEM.format(product='Buildings', tile=tile)}.geojson"
         write_geojson(label, [pixel_box(transform, 10, 10, 8, 8)])
     return aoi
+
+
+def make_spacenet3(root: Path, tiles: int = 4, size: int = 64) -> Path:
+    """``root/AOI_5_Khartoum`` in SpaceNet 3's layout: 8-band uint16 PS-MS tiles (11-bit values) side by
+    side, each crossed by one horizontal road along row ``size // 2``."""
+    aoi = root / "AOI_5_Khartoum"
+    for tile in range(tiles):
+        transform = tile_transform(0, tile * size)
+        pixels = np.random.default_rng(tile).integers(1, 2048, (8, size, size), dtype=np.uint16)
+        write_tile(aoi / "PS-MS" / f"SN3_roads_train_AOI_5_Khartoum_PS-MS_img{tile}.tif", pixels, transform)
+        left, top = transform.c, transform.f
+        road = shapely.LineString([(left - 5, top - size / 4), (left + size * PIXEL + 5, top - size / 4)])
+        write_geojson(
+            aoi / "geojson_roads" / f"SN3_roads_train_AOI_5_Khartoum_geojson_roads_img{tile}.geojson", [road]
+        )
+    return aoi

@@ -10,11 +10,14 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_files import expand_image_paths
 from datamodules.spacenet.augmentation import DEFAULT_AUGMENTATIONS, Augmentation
 from datamodules.spacenet.dataset import SpaceNetDataset, Tile, TileReader
+from datamodules.spacenet.geo_output import apply_affine
+from datamodules.spacenet.labels import read_labels
 from datamodules.spacenet.layouts import Discovery, TilePair, discover
 from datamodules.spacenet.masks import MaskCache, MaskSettings
 from datamodules.spacenet.normalization import Normalization
@@ -392,7 +395,10 @@ class SpaceNetDataModule(pl.LightningDataModule):
         tiles = self._split_tiles(split)
         if split == "train" and not training and self.crop_size is not None:
             return [self._centre_crop(tile) for tile in tiles]
-        windows = [window for tile in tiles for window in self._tile_windows(tile, self.tiles[tile].info)]
+        return self._full_tile_windows(self.tiles, tiles)
+
+    def _full_tile_windows(self, tiles: list[Tile], positions: list[int]) -> list[TileWindow]:
+        windows = [window for p in positions for window in self._tile_windows(p, tiles[p].info)]
         return common_padding(windows)
 
     def dataset(self, split: str, augment: bool = True) -> SpaceNetDataset:
@@ -415,6 +421,22 @@ class SpaceNetDataModule(pl.LightningDataModule):
             reject_empty=self.reject_empty_crops,
             augmentation=self.augmentation,
         )
+
+    def full_tile_dataset(self, split: str) -> SpaceNetDataset:
+        """Every tile of ``split`` once, whole (``eval_tiling: pad``) or as overlapping windows, without
+        augmentation, whatever the split's samples are (crops, seed 001's sub-tiles): what full-tile
+        evaluation predicts and stitches back together."""
+        self.setup()
+        tiles = list(dict.fromkeys(self._split_tiles(split)))
+        windows = self._full_tile_windows(self.tiles, tiles)
+        return SpaceNetDataset(self.reader(), f"spacenet:{self.data_dir}:{split}:tiles", windows=windows)
+
+    def truth_polygons(self, tile: int) -> list[BaseGeometry]:
+        """The label polygons of tile ``tile`` (a position in the tile list) in pixel coordinates, one per
+        feature, as SpaceNet's truth CSV has them."""
+        pair, info = self.tiles[tile].pair, self.tiles[tile].info
+        labels = read_labels(pair.label, info.crs)
+        return [apply_affine(shape, ~info.transform) for shape in labels.geometries]
 
     def evaluation_subset(
         self, split: str, size: int | None = None, per_class: int | None = None, seed: int = 0
@@ -466,8 +488,8 @@ class SpaceNetDataModule(pl.LightningDataModule):
             check_bands(self.bands, info)
             tiles.append(Tile(TilePair(path.stem, path, path), info))
         reader = TileReader(tiles, self.bands, self.normalization, None, self.ignore_index)
-        windows = [w for position, tile in enumerate(tiles) for w in self._tile_windows(position, tile.info)]
-        return SpaceNetDataset(reader, "predict_files", windows=common_padding(windows))
+        windows = self._full_tile_windows(tiles, list(range(len(tiles))))
+        return SpaceNetDataset(reader, "predict_files", windows=windows)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_dataset(), self.eval_batch_size)

@@ -2,17 +2,21 @@
 building polygons (``rasterio.features.shapes``) as GeoJSON in the raster's CRS, each feature also
 carrying its pixel-coordinate WKT (``PolygonWKT_Pix``, SpaceNet's CSV column)."""
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import rasterio.features
+import scipy.ndimage
 import shapely
 from affine import Affine
 from shapely.affinity import affine_transform
 from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
 
+from datamodules.spacenet.building_score import PROPOSAL_COLUMNS
 from datamodules.spacenet.rasters import RasterInfo
 
 
@@ -38,23 +42,53 @@ def write_geotiff(path: str | Path, array: np.ndarray, info: RasterInfo) -> Path
     return path
 
 
+ScoredPolygon = tuple[shapely.Polygon, float]
+
+
+def scored_polygons(values: np.ndarray, threshold: float, min_area: float = 0.0) -> list[ScoredPolygon]:
+    """Polygons (pixel coordinates) of the 4-connected regions of ``values > threshold`` of at least
+    ``min_area`` pixels, each with the mean of ``values`` inside it (its confidence)."""
+    regions, count = scipy.ndimage.label(values > threshold)
+    if count == 0:
+        return []
+    means = scipy.ndimage.mean(values, regions, index=np.arange(1, count + 1))
+    shapes = rasterio.features.shapes(
+        regions.astype(np.int32), mask=regions > 0, transform=Affine.identity(), connectivity=4
+    )
+    scored = [(shapely.geometry.shape(shape), float(means[int(region) - 1])) for shape, region in shapes]
+    return [(polygon, confidence) for polygon, confidence in scored if polygon.area >= min_area]
+
+
 def mask_polygons(mask: np.ndarray, min_area: float = 0.0) -> list[shapely.Polygon]:
     """Polygons (pixel coordinates) of the connected True regions of ``mask`` of at least ``min_area``
     pixels."""
-    binary = np.asarray(mask, dtype=np.uint8)
-    polygons = [
-        shapely.geometry.shape(geometry)
-        for geometry, _ in rasterio.features.shapes(
-            binary, mask=binary.astype(bool), transform=Affine.identity()
-        )
-    ]
-    return [polygon for polygon in polygons if polygon.area >= min_area]
+    return [polygon for polygon, _ in scored_polygons(np.asarray(mask, dtype=np.float32), 0.5, min_area)]
 
 
-def to_crs_coordinates(polygon: shapely.Polygon, transform: Affine) -> shapely.Polygon:
-    """``polygon`` from pixel coordinates to the raster's CRS via its affine ``transform``."""
+def proposal_rows(image_id: str, polygons: list[ScoredPolygon]) -> list[tuple]:
+    """SpaceNet proposal CSV rows (ImageId, BuildingId, PolygonWKT_Pix, Confidence) of an image's scored
+    polygons; one ``POLYGON EMPTY`` row for an image without any."""
+    if not polygons:
+        return [(image_id, -1, "POLYGON EMPTY", 1.0)]
+    return [(image_id, number, polygon.wkt, score) for number, (polygon, score) in enumerate(polygons)]
+
+
+def write_proposal_csv(path: str | Path, rows: list[tuple]) -> Path:
+    """The proposal CSV SpaceNet's scorer (and ``python -m lightning_app.evaluate``) reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(PROPOSAL_COLUMNS)
+        writer.writerows(rows)
+    return path
+
+
+def apply_affine(geometry: BaseGeometry, transform: Affine) -> BaseGeometry:
+    """``geometry`` mapped by ``transform``: a raster's transform takes pixel coordinates to its CRS, the
+    inverse (``~transform``) back."""
     return affine_transform(
-        polygon, [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
+        geometry, [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
     )
 
 
@@ -65,7 +99,7 @@ def write_polygons_geojson(path: str | Path, polygons: list[shapely.Polygon], in
         {
             "type": "Feature",
             "properties": {"id": index, "PolygonWKT_Pix": polygon.wkt, "area_px": polygon.area},
-            "geometry": mapping(to_crs_coordinates(polygon, info.transform)),
+            "geometry": mapping(apply_affine(polygon, info.transform)),
         }
         for index, polygon in enumerate(polygons)
     ]

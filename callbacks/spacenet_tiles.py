@@ -1,0 +1,127 @@
+"""SpaceNet's building metric on whole validation tiles, and image | truth | prediction panels."""
+
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from callbacks.inspection import display_images, tensorboard
+from callbacks.mosaic import mosaic_figure
+from datamodules.spacenet.assembly import TileAssembler, building_probability
+from datamodules.spacenet.building_score import MIN_AREA, Proposal, score_image
+from datamodules.spacenet.dataset import SpaceNetDataset
+from datamodules.spacenet.geo_output import scored_polygons
+from datamodules.spacenet.tiling import whole_tile
+from lightning_app.errors import UserInputError
+from models.segmentation_metrics import BuildingF1, probabilities
+
+PANEL_PIXELS = 256  # panels are shown at most this wide
+
+
+class SpaceNetTileEvaluation(pl.Callback):
+    """At the end of validation epochs, predicts every validation tile whole (stitching windows, whatever
+    the validation samples are), turns the building probability into polygons and scores them against the
+    tile's label polygons with SpaceNet's rule (:func:`~datamodules.spacenet.building_score.score_image`:
+    greedy matching at IoU > ``miniou``, polygons under ``min_area`` pixels left out). Logs
+    ``val/building_precision``, ``val/building_recall`` and ``val/building_f1`` over all tiles (summed over
+    DDP processes, which share the tiles), and a TensorBoard figure ``val/tiles`` of image | truth |
+    probability for the first ``panels`` tiles.
+
+    Args:
+        every_n_epochs: run every n validation epochs (never during the sanity check).
+        max_tiles: score only the first tiles of the validation split; null scores all.
+        threshold: building probability above which a pixel is building.
+        min_area: minimum polygon area in pixels (80: SpaceNet 6; 20: SpaceNet 2 and 4).
+        miniou: IoU a match must exceed.
+        panels: tiles drawn each time; 0 draws none.
+        batch_size: windows predicted at once.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        max_tiles: int | None = None,
+        threshold: float = 0.5,
+        min_area: float = MIN_AREA["spacenet6"],
+        miniou: float = 0.5,
+        panels: int = 4,
+        batch_size: int = 4,
+    ) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.max_tiles = max_tiles
+        self.threshold = threshold
+        self.min_area = min_area
+        self.miniou = miniou
+        self.panels = panels
+        self.batch_size = batch_size
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not hasattr(trainer.datamodule, "full_tile_dataset"):
+            raise UserInputError(
+                "SpaceNetTileEvaluation needs the SpaceNet data module (full tiles, label polygons)"
+            )
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        datamodule = trainer.datamodule
+        dataset = datamodule.full_tile_dataset("val")
+        tiles = list(dict.fromkeys(window.tile for window in dataset.windows))[: self.max_tiles]
+        shown = (
+            tiles[:: trainer.world_size][: self.panels] if trainer.is_global_zero else []
+        )  # rank 0's tiles
+        metric = BuildingF1().to(pl_module.device)
+        rows, labels = [], []
+        for tile, tile_probabilities in self.predict_tiles(trainer, pl_module, dataset, tiles):
+            building = building_probability(tile_probabilities)
+            proposals = [Proposal(p, c) for p, c in scored_polygons(building, self.threshold)]
+            counts = score_image(datamodule.truth_polygons(tile), proposals, self.miniou, self.min_area)
+            metric.update(counts)
+            if tile in shown:
+                rows.append(self._panels(datamodule, dataset, tile, building))
+                labels.append([dataset.reader.tiles[tile].pair.tile_id, "truth", f"F1 {counts.f1:.2f}"])
+        for name, value in metric.compute().items():  # summed over processes
+            pl_module.log(f"val/{name}", value, sync_dist=True)
+        self._log_figure(trainer, rows, labels)
+
+    def predict_tiles(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: SpaceNetDataset, tiles: list[int]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(tile, stitched probabilities (C, H, W)) for this process's share of ``tiles``."""
+        mine = set(tiles[trainer.global_rank :: trainer.world_size])
+        indices = [i for i, window in enumerate(dataset.windows) if window.tile in mine]
+        assembler = TileAssembler(dataset)
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start : start + self.batch_size]
+            images = torch.stack([dataset[i][0] for i in batch]).to(pl_module.device)
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
+                predictions = probabilities(pl_module(images).float()).cpu().numpy()
+            for index, prediction in zip(batch, predictions, strict=True):
+                tile = assembler.add(dataset.windows[index], prediction)
+                if tile is not None:
+                    yield dataset.windows[index].tile, tile
+
+    @staticmethod
+    def _panels(datamodule, dataset: SpaceNetDataset, tile: int, building: np.ndarray) -> list[np.ndarray]:
+        info = dataset.reader.tiles[tile].info
+        image, mask = dataset.reader.read(whole_tile(tile, info.height, info.width))
+        image = display_images(datamodule, torch.from_numpy(image[None]))[0].numpy()[
+            :, : info.height, : info.width
+        ]
+        rgb = image[:3] if len(image) >= 3 else np.repeat(image[:1], 3, axis=0)
+        truth = np.where(mask[: info.height, : info.width] == dataset.reader.ignore_index, 0.5, mask > 0)
+        step = max(1, max(info.height, info.width) // PANEL_PIXELS)
+        gray = [np.repeat(plane[None], 3, axis=0) for plane in (truth, building)]
+        return [panel.transpose(1, 2, 0)[::step, ::step].astype(np.float32) for panel in (rgb, *gray)]
+
+    @rank_zero_only
+    def _log_figure(self, trainer: pl.Trainer, rows: list, labels: list) -> None:
+        writer = tensorboard(trainer)
+        if writer is None or not rows:
+            return
+        figure = mosaic_figure(
+            "val tiles: image | truth (grey: ignored) | building probability", rows, labels
+        )
+        writer.add_figure("val/tiles", figure, global_step=trainer.global_step)

@@ -1,0 +1,124 @@
+"""The LightningModule that trains any segmentation network on integer masks."""
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from lightning_app.errors import UserInputError
+from models.segmentation_losses import WeightedLoss, build_loss
+from models.segmentation_metrics import pixel_metrics, probabilities
+from models.training_setup import check_data_classes, optimizers_and_scheduler
+
+DEFAULT_LOSS = [{"name": "bce"}]
+
+
+class SegmentationModule(pl.LightningModule):
+    """Trains ``net`` on batches ``(image (N, C, H, W), mask (N, H, W) long)``.
+
+    Binary masks (``num_classes: 2``, background and one class) take a network with one output channel
+    (sigmoid); more classes take ``num_classes`` channels (softmax). Pixels labelled ``ignore_index`` (the
+    DataModule's: no data, padding) count in no loss and no metric.
+
+    The protocol callbacks rely on: ``forward(x)`` returns logits (N, channels, H, W); ``criterion`` is the
+    loss (with a single cross-entropy term, an element-wise-capable torch loss, as LCA needs).
+
+    Args:
+        net: the network, e.g. ``{class_path: models.nets.smp_net.SMPNet}`` or
+            ``models.nets.linknet_selim.LinkNetSelim``.
+        num_classes: classes of the masks, background included (2 for binary).
+        loss: loss terms and weights, e.g. ``[{name: bce, weight: 0.5}, {name: dice, weight: 0.5}]``; see
+            :mod:`models.segmentation_losses` for the names and seed 001's Keras settings. Default BCE.
+        threshold: probability above which a pixel is positive, for the thresholded metrics.
+        ignore_index: mask value ignored; must equal the DataModule's.
+        optimizer: the optimizer class and its arguments (default Adam, lr 1e-3).
+        lr_scheduler: an optional LR scheduler, stepped every epoch.
+
+    Logged per epoch for train/val/test: ``loss`` (and each term of a weighted loss), ``soft_iou`` (seed
+    001's metric: probabilities, no threshold, per batch, averaged), ``iou``, ``dice``, ``precision``,
+    ``recall`` at ``threshold``. ``predict_step`` returns probabilities (N, 1 or classes, H, W).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int = 2,
+        loss: list[dict[str, Any]] | None = None,
+        threshold: float = 0.5,
+        ignore_index: int = 255,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise UserInputError(f"model.num_classes={num_classes}: masks have 2 or more classes")
+        self.save_hyperparameters()
+        self.net = net
+        self.num_classes = num_classes
+        self.binary = num_classes == 2
+        self.ignore_index = ignore_index
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.criterion = build_loss(DEFAULT_LOSS if loss is None else loss, self.binary, ignore_index)
+        metrics = pixel_metrics(num_classes, threshold, ignore_index)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    @property
+    def output_channels(self) -> int:
+        return 1 if self.binary else self.num_classes
+
+    def setup(self, stage: str) -> None:
+        check_data_classes(self)
+        data_ignore = getattr(self.trainer.datamodule, "ignore_index", self.ignore_index)
+        if data_ignore != self.ignore_index:
+            raise UserInputError(
+                f"model.ignore_index={self.ignore_index} but the data marks ignored pixels with {data_ignore}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if logits.ndim != 4 or logits.shape[1] != self.output_channels:
+            raise UserInputError(
+                f"the network outputs shape {tuple(logits.shape)}, but model.num_classes={self.num_classes} "
+                f"needs (N, {self.output_channels}, H, W) logits: set the network's classes to "
+                f"{self.output_channels}"
+            )
+        return logits
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities for the metrics: of the positive class (N, H, W) when binary, else (N, C, H, W)."""
+        scores = probabilities(logits.float())
+        return scores[:, 0] if self.binary else scores
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, masks = batch
+        logits = self(images)
+        loss = self.criterion(logits, masks)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        if isinstance(self.criterion, WeightedLoss):
+            for name, value in self.criterion.last_terms.items():
+                self.log(f"{stage}/loss_{name}", value, on_step=False, on_epoch=True, sync_dist=True)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(self.scores(logits.detach()), masks)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return probabilities(self(batch[0]).float())
+
+    def configure_optimizers(self):
+        return optimizers_and_scheduler(self, self.optimizer, self.lr_scheduler)
