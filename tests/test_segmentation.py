@@ -15,6 +15,7 @@ from callbacks.spacenet_tiles import SpaceNetTileEvaluation
 from datamodules.spacenet import SpaceNetDataModule
 from lightning_app.cli import cli_main
 from lightning_app.errors import UserInputError
+from lightning_app.sweep import main as sweep_main
 from models.nets.linknet_selim import LinkNetSelim
 from models.nets.smp_net import SMPNet
 from models.segmentation import SegmentationModule
@@ -420,3 +421,61 @@ def test_spacenet_configs_build_what_they_declare(config, net, callbacks):
     assert {key: arguments[key] for key in net} == net
     assert callbacks <= {type(c).__name__ for c in cli.trainer.callbacks}
     assert isinstance(cli.model, SegmentationModule) and cli.model.num_classes == 2
+
+
+# ----- seed 001's sweep ----------------------------------------------------------------------------
+SWEEP = ROOT / "configs" / "spacenet6_sweep.yaml"
+
+
+def test_sweep_lists_seed_001s_48_runs_and_writes_their_overrides(tmp_path, capsys):
+    sweep_main([str(SWEEP), "--dry-run", "--", "--trainer.max_epochs=1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 48 and lines[0].startswith("[1/48] 01_backbone/resnet18: ")
+    assert lines[-1].endswith(
+        "--trainer.max_epochs=1 --config runs/spacenet6_sweep/overrides/"
+        "11_augmentation_resnet50/augment_true.yaml"
+    )
+    assert len(list((tmp_path / "runs" / "spacenet6_sweep" / "overrides").glob("*/*.yaml"))) == 48
+    with pytest.raises(SystemExit, match=r"--stage \['12_more'\] not in"):
+        sweep_main([str(SWEEP), "--dry-run", "--stage", "12_more"])
+
+
+@pytest.mark.parametrize(
+    ("stage", "variant", "check"),
+    [
+        ("01_backbone", "resnet34", lambda m: m.net.model.encoder.layer1[2] is not None),
+        (
+            "02_loss",
+            "focal_gamma2",
+            lambda m: {"alpha": 0.25, "gamma": 2}.items() <= m.criterion.focal_loss_fn.keywords.items(),
+        ),
+        ("03_optimizer", "rmsprop", lambda m: m.configure_optimizers().defaults["alpha"] == 0.9),
+        ("04_learning_rate", "lr1e-4_report10e-5", lambda m: m.configure_optimizers().defaults["lr"] == 1e-4),
+        (
+            "05_upsampling",
+            "transpose",
+            lambda m: type(m.net.model.decoder.blocks[0]).__name__ == "TransposedUnetBlock",
+        ),
+        (
+            "06_decoder_batchnorm",
+            "batchnorm_false",
+            lambda m: not any(isinstance(x, nn.BatchNorm2d) for x in m.net.model.decoder.modules()),
+        ),
+        ("07_decoder_dropout", "drop0.3", lambda m: m.net.model.decoder.blocks[0].conv1[2].p == 0.3),
+        ("08_decoder_norm", "groupnorm4", lambda m: m.net.model.decoder.blocks[0].conv1[1].num_groups == 4),
+        (
+            "09_encoder_activation",
+            "selu_scratch",
+            lambda m: isinstance(m.net.model.encoder.layer1[0].relu, nn.SELU),
+        ),
+    ],
+)
+def test_sweep_variants_build_the_models_they_name(tmp_path, capsys, stage, variant, check):
+    sweep_main([str(SWEEP), "--dry-run", "--stage", stage])
+    override = tmp_path / "runs" / "spacenet6_sweep" / "overrides" / stage / f"{variant}.yaml"
+    cli = cli_main(
+        ["--config", str(ROOT / "configs" / "spacenet6_unet_resnet18.yaml"), "--config", str(override)],
+        run=False,
+    )
+    assert check(cli.model)
+    assert cli.trainer.logger.log_dir.endswith(f"spacenet6_sweep/{stage}/{variant}/version_0")
