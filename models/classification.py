@@ -1,6 +1,5 @@
 """The LightningModule that trains any classification network with cross-entropy."""
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
@@ -8,10 +7,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_app.errors import UserInputError
-from models.training_setup import check_data_classes, optimizers_and_scheduler
+from models.supervised import SupervisedModule
 
 
-class ClassificationModule(pl.LightningModule):
+class ClassificationModule(SupervisedModule):
     """Trains ``net`` with cross-entropy; logs loss and top-1 (and top-5) accuracy per epoch.
 
     The protocol callbacks rely on: ``forward(x)`` returns logits of shape (N, num_classes), and
@@ -34,53 +33,24 @@ class ClassificationModule(pl.LightningModule):
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = net
-        self.num_classes = num_classes
-        self.optimizer = optimizer
-        self.lr_scheduler = lr_scheduler
-        self.criterion = nn.CrossEntropyLoss()
         metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
         if num_classes >= 5:
             metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-        metrics = MetricCollection(metrics)
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-
-    def setup(self, stage: str) -> None:
-        check_data_classes(self)
+        super().__init__(net, num_classes, optimizer, lr_scheduler, MetricCollection(metrics))
+        self.save_hyperparameters()
+        self.criterion = nn.CrossEntropyLoss()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def step_outputs(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str):
         x, y = batch
         logits = self(x)
         if logits.shape[-1] != self.num_classes:
             raise UserInputError(
                 f"the network outputs {logits.shape[-1]} logits but model.num_classes={self.num_classes}"
             )
-        loss = self.criterion(logits, y)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits, y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        return loss
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        return self.criterion(logits, y), logits, y
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch[0]).softmax(dim=-1)
-
-    def configure_optimizers(self):
-        return optimizers_and_scheduler(self, self.optimizer, self.lr_scheduler)

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
@@ -10,12 +9,12 @@ from torch import nn
 from lightning_app.errors import UserInputError
 from models.segmentation_losses import WeightedLoss, build_loss
 from models.segmentation_metrics import pixel_metrics, probabilities
-from models.training_setup import check_data_classes, optimizers_and_scheduler
+from models.supervised import SupervisedModule
 
 DEFAULT_LOSS = [{"name": "bce"}]
 
 
-class SegmentationModule(pl.LightningModule):
+class SegmentationModule(SupervisedModule):
     """Trains ``net`` on batches ``(image (N, C, H, W), mask (N, H, W) long)``.
 
     Binary masks (``num_classes: 2``, background and one class) take a network with one output channel
@@ -51,28 +50,21 @@ class SegmentationModule(pl.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__()
         if num_classes < 2:
             raise UserInputError(f"model.num_classes={num_classes}: masks have 2 or more classes")
+        metrics = pixel_metrics(num_classes, threshold, ignore_index)
+        super().__init__(net, num_classes, optimizer, lr_scheduler, metrics)
         self.save_hyperparameters()
-        self.net = net
-        self.num_classes = num_classes
         self.binary = num_classes == 2
         self.ignore_index = ignore_index
-        self.optimizer = optimizer
-        self.lr_scheduler = lr_scheduler
         self.criterion = build_loss(DEFAULT_LOSS if loss is None else loss, self.binary, ignore_index)
-        metrics = pixel_metrics(num_classes, threshold, ignore_index)
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
 
     @property
     def output_channels(self) -> int:
         return 1 if self.binary else self.num_classes
 
     def setup(self, stage: str) -> None:
-        check_data_classes(self)
+        super().setup(stage)
         data_ignore = getattr(self.trainer.datamodule, "ignore_index", self.ignore_index)
         if data_ignore != self.ignore_index:
             raise UserInputError(
@@ -94,31 +86,14 @@ class SegmentationModule(pl.LightningModule):
         scores = probabilities(logits.float())
         return scores[:, 0] if self.binary else scores
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def step_outputs(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str):
         images, masks = batch
         logits = self(images)
         loss = self.criterion(logits, masks)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
         if isinstance(self.criterion, WeightedLoss):
             for name, value in self.criterion.last_terms.items():
                 self.log(f"{stage}/loss_{name}", value, on_step=False, on_epoch=True, sync_dist=True)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(self.scores(logits.detach()), masks)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        return loss
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        return loss, self.scores(logits.detach()), masks
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return probabilities(self(batch[0]).float())
-
-    def configure_optimizers(self):
-        return optimizers_and_scheduler(self, self.optimizer, self.lr_scheduler)

@@ -47,58 +47,53 @@ class BrightPixels(nn.Module):
         return self.scale * (x[:, :1] - 0.5)
 
 
-def override_file(tmp_path: Path, data_dir: Path, **trainer) -> Path:
+def override_file(tmp_path: Path, data_dir: Path, trainer: dict, **data) -> Path:
     """A second --config that points a SpaceNet config at synthetic tiles and keeps the run small."""
+    options = {"data_dir": str(data_dir), "cache_dir": str(tmp_path / "cache"), "crop_size": 64}
     override = {
-        "trainer": {
-            "max_epochs": 1,
-            "limit_train_batches": 2,
-            "limit_val_batches": 2,
-            "callbacks": [
-                {
-                    "class_path": "callbacks.spacenet_tiles.SpaceNetTileEvaluation",
-                    "init_args": {"min_area": 20, "panels": 2},
-                },
-                {"class_path": "callbacks.spacenet_prediction_writer.SpaceNetPredictionWriter"},
-                {
-                    "class_path": "callbacks.attribution.AttributionCallback",
-                    "init_args": {
-                        "methods": {
-                            "Saliency": {},
-                            "IntegratedGradients": {"n_steps": 4},
-                            "LayerGradCam": {},
-                        },
-                        "per_class": None,
-                        "size": 2,
-                        "every_n_epochs": 1,
-                        "sanity_checks": False,
-                    },
-                },
-            ],
-            **trainer,
-        },
-        "data": {
-            "init_args": {
-                "data_dir": str(data_dir),
-                "cache_dir": str(tmp_path / "cache"),
-                "split": "random",
-                "val_fraction": 0.25,
-                "test_fraction": 0.25,
-                "crop_size": 64,
-                "batch_size": 2,
-                "eval_batch_size": 2,
-                "num_workers": 0,
-            }
-        },
+        "trainer": trainer,
+        "data": {"init_args": {**options, "batch_size": 2, "num_workers": 0, **data}},
     }
     path = tmp_path / "override.yaml"
     path.write_text(yaml.safe_dump(override))
     return path
 
 
+SPACENET6_TRAINER = {
+    "max_epochs": 1,
+    "limit_train_batches": 2,
+    "limit_val_batches": 2,
+    "callbacks": [
+        {
+            "class_path": "callbacks.spacenet_tiles.SpaceNetTileEvaluation",
+            "init_args": {"min_area": 20, "panels": 2},
+        },
+        {"class_path": "callbacks.spacenet_prediction_writer.SpaceNetPredictionWriter"},
+        {
+            "class_path": "callbacks.attribution.AttributionCallback",
+            "init_args": {
+                "methods": {"Saliency": {}, "IntegratedGradients": {"n_steps": 4}, "LayerGradCam": {}},
+                "per_class": None,
+                "size": 2,
+                "every_n_epochs": 1,
+                "sanity_checks": False,
+            },
+        },
+    ],
+}
+
+
 def test_spacenet6_config_fits_and_predicts_full_tiles_on_their_georeference(tmp_path):
     aoi = make_spacenet6(tmp_path / "sn6", tiles=8, size=96)
-    override = override_file(tmp_path, aoi)
+    override = override_file(
+        tmp_path,
+        aoi,
+        SPACENET6_TRAINER,
+        split="random",
+        val_fraction=0.25,
+        test_fraction=0.25,
+        eval_batch_size=2,
+    )
     config = str(ROOT / "configs" / "spacenet6_unet_resnet18.yaml")
     fit = cli_main(["fit", "--config", config, "--config", str(override), *QUIET])
     run_dir = Path(fit.trainer.log_dir)
@@ -133,32 +128,9 @@ def test_spacenet6_config_fits_and_predicts_full_tiles_on_their_georeference(tmp
 
 def test_spacenet3_linknet_lca_config_allocates_the_loss_of_the_selim_linknet(tmp_path):
     data_dir = make_spacenet3(tmp_path / "sn3", tiles=6, size=64).parent
-    override = {
-        "trainer": {
-            "max_steps": 3,
-            "val_check_interval": 1.0,
-            "limit_val_batches": 1,
-            "callbacks": [
-                {
-                    "class_path": "callbacks.lca.LossChangeAllocation",
-                    "init_args": {"eval_size": 2, "chunk_size": 2},
-                }
-            ],
-        },
-        "data": {
-            "init_args": {
-                "data_dir": str(data_dir),
-                "cache_dir": str(tmp_path / "cache"),
-                "crop_size": 64,
-                "batch_size": 2,
-                "val_fraction": 0.2,
-                "test_fraction": 0.2,
-                "num_workers": 0,
-            }
-        },
-    }
-    path = tmp_path / "override.yaml"
-    path.write_text(yaml.safe_dump(override))
+    lca = {"class_path": "callbacks.lca.LossChangeAllocation", "init_args": {"eval_size": 2, "chunk_size": 2}}
+    trainer = {"max_steps": 3, "val_check_interval": 1.0, "limit_val_batches": 1, "callbacks": [lca]}
+    path = override_file(tmp_path, data_dir, trainer, val_fraction=0.2, test_fraction=0.2)
     config = str(ROOT / "configs" / "spacenet3_linknet_lca.yaml")
     cli = cli_main(["fit", "--config", config, "--config", str(path), *QUIET])
     assert sum(p.numel() for p in cli.model.parameters()) == 21_485_089
