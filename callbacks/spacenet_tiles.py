@@ -56,6 +56,7 @@ class SpaceNetTileEvaluation(pl.Callback):
         self.miniou = miniou
         self.panels = panels
         self.batch_size = batch_size
+        self.truth: dict[int, list] = {}  # label polygons per tile, read once per run
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not hasattr(trainer.datamodule, "full_tile_dataset"):
@@ -77,7 +78,9 @@ class SpaceNetTileEvaluation(pl.Callback):
         for tile, tile_probabilities in self.predict_tiles(trainer, pl_module, dataset, tiles):
             building = building_probability(tile_probabilities)
             proposals = [Proposal(p, c) for p, c in scored_polygons(building, self.threshold)]
-            counts = score_image(datamodule.truth_polygons(tile), proposals, self.miniou, self.min_area)
+            if tile not in self.truth:
+                self.truth[tile] = datamodule.truth_polygons(tile)
+            counts = score_image(self.truth[tile], proposals, self.miniou, self.min_area)
             metric.update(counts)
             if tile in shown:
                 rows.append(self._panels(datamodule, dataset, tile, building))
