@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
+from typing_extensions import override
 
 from callbacks.inspection import InspectionCallback, ProbeSet
 from callbacks.model_copy import conv_layer_names, find_layer, network_layers
@@ -106,11 +107,14 @@ class ActivationCallback(InspectionCallback):
         self.images = images
         self.dead_fractions: dict[str, float] = {}
 
+    @override
     def setup(self, trainer, pl_module, stage: str) -> None:
-        """Check the layer names before any training."""
+        """Check the contracts and the layer names before any training."""
+        super().setup(trainer, pl_module, stage)
         for name in self.layers or []:
             find_layer(pl_module, name)
 
+    @override
     def inspect(
         self, model: nn.Module, probe: ProbeSet, writer: SummaryWriter, step: int, final: bool
     ) -> None:

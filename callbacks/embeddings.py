@@ -6,6 +6,7 @@ from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
+from typing_extensions import override
 
 from callbacks.inspection import InspectionCallback, ProbeSet
 from callbacks.model_copy import find_layer, network_layers
@@ -88,16 +89,24 @@ class EmbeddingCallback(InspectionCallback):
     ) -> None:
         super().__init__(split, per_class, size, seed, every_n_epochs)
         self.layer = layer
-        self.tsne = {"perplexity": perplexity, "learning_rate": learning_rate, "max_iter": max_iter}
+        self.tsne: dict[str, float] = {
+            "perplexity": perplexity,
+            "learning_rate": learning_rate,
+            "max_iter": max_iter,
+        }
         self.points: np.ndarray | None = None
 
+    @override
     def setup(self, trainer, pl_module, stage: str) -> None:
-        """Check the layer name before any training."""
+        """Check the contracts and the layer name before any training."""
+        super().setup(trainer, pl_module, stage)
         find_layer(pl_module, self.layer or classifier_head(pl_module))
 
+    @override
     def on_train_start(self, trainer, pl_module) -> None:
         self.run(trainer, pl_module, final=False)
 
+    @override
     def inspect(
         self, model: nn.Module, probe: ProbeSet, writer: SummaryWriter, step: int, final: bool
     ) -> None:

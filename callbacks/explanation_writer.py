@@ -7,14 +7,17 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from typing_extensions import override
 
 from callbacks.activations import feature_map_figure, layer_outputs
 from callbacks.attribution.callback import DEFAULT_METHODS
 from callbacks.attribution.figures import method_figure
 from callbacks.attribution.methods import AttributionMethod
 from callbacks.attribution.targets import Scores, resolve_targets
+from callbacks.contracts import check_contracts
 from callbacks.inspection import class_name, display_images, inspected_copy
 from callbacks.model_copy import conv_layer_names, find_layer
+from callbacks.placement import Placement
 
 TOP_K = 5
 
@@ -57,18 +60,22 @@ class ExplanationWriter(BasePredictionWriter):
         self.top_channels = top_channels
         self.seed = seed
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the contracts and the layer names before predicting."""
+        check_contracts("ExplanationWriter", pl_module, trainer.datamodule)
         for name in [m.layer_name for m in self.methods if m.layer_name] + (self.layers or []):
             find_layer(pl_module, name)
 
+    @override
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
     ):
         dataset = trainer.predict_dataloaders.dataset
         names = [_image_name(dataset, index) for index in batch_indices]
         datamodule = trainer.datamodule
-        class_names = list(getattr(datamodule, "class_names", []))
-        inputs, labels = batch[0].to(pl_module.device), batch[1]
+        class_names = list(datamodule.class_names)
+        inputs, labels = Placement.of(pl_module).cast(batch[0]), batch[1]
         with inspected_copy(pl_module, inputs, self.seed) as model:
             inputs = inputs.clone().requires_grad_()
             with torch.no_grad():

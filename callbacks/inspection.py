@@ -1,9 +1,10 @@
 """What the attribution, activation and embedding callbacks share: a fixed probe set of images, the
 schedule they run on, rank-0-only work with gradients enabled in every loop, and the TensorBoard writer.
 
-The callbacks talk to the model only through ``forward(x)`` (logits: (N, classes) for classifiers,
-(N, classes, H, W) for segmentation) and to the data module through ``evaluation_subset(split, size,
-per_class, seed)``, optional ``denormalize(x)`` and ``class_names``.
+The callbacks talk to the model and the data module only through the protocols of
+:mod:`callbacks.contracts`. The probe set is kept on the host as the data module gives it and cast to
+the model's device and dtype each time it is used, so a model that the strategy moved or converted after
+``setup`` (GPU, ``precision: 64-true``) is inspected as it is.
 """
 
 from abc import abstractmethod
@@ -15,9 +16,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
+from typing_extensions import override
 
+from callbacks.contracts import InspectableDataModule, check_contracts
 from callbacks.model_copy import inspection_copy
-from lightning_app.errors import UserInputError
+from callbacks.placement import Placement
 
 
 @dataclass
@@ -42,23 +45,20 @@ def class_name(class_names: list[str], index: int) -> str:
     return class_names[index] if index < len(class_names) else str(index)
 
 
-def display_images(datamodule, inputs: torch.Tensor) -> torch.Tensor:
-    """``inputs`` as the model sees them, back in [0, 1] for figures (the data module's
-    ``denormalize``, when it has one)."""
-    return getattr(datamodule, "denormalize", lambda x: x)(inputs.detach()).clamp(0, 1)
+def display_images(datamodule: InspectableDataModule, inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` as the model sees them, back in [0, 1] for figures."""
+    return datamodule.denormalize(inputs.detach()).clamp(0, 1)
 
 
-def load_probe_set(datamodule, split: str, per_class: int | None, size: int | None, seed: int) -> ProbeSet:
+def load_probe_set(
+    datamodule: InspectableDataModule, split: str, per_class: int | None, size: int | None, seed: int
+) -> ProbeSet:
     """Draw the probe set from ``datamodule.evaluation_subset`` (deterministic, indices recorded)."""
-    if datamodule is None or not hasattr(datamodule, "evaluation_subset"):
-        raise UserInputError(
-            "the inspection callbacks need a data module with evaluation_subset(split, size, per_class, seed)"
-        )
     dataset = datamodule.evaluation_subset(split, size=size, per_class=per_class, seed=seed)
     inputs, labels = (
         torch.stack(items) for items in zip(*(dataset[i] for i in range(len(dataset))), strict=True)
     )
-    names = list(getattr(datamodule, "class_names", []))
+    names = list(datamodule.class_names)
     return ProbeSet(
         inputs,
         labels,
@@ -116,9 +116,14 @@ class InspectionCallback(pl.Callback):
         self.seed = seed
         self.every_n_epochs = every_n_epochs
         self.probe: ProbeSet | None = None
-        self._last_run: tuple | None = None
+        self._last_run: tuple[str, int, bool] | None = None
 
     tag: str
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the contracts before any training."""
+        check_contracts(type(self).__name__, pl_module, trainer.datamodule)
 
     @abstractmethod
     def inspect(
@@ -150,28 +155,33 @@ class InspectionCallback(pl.Callback):
             )
             return
         probe = self.probe_set(trainer, writer)
-        inputs = probe.inputs.to(pl_module.device)
+        inputs = Placement.of(pl_module).cast(probe.inputs)
         with inspected_copy(pl_module, inputs, self.seed) as model:
             self.inspect(model, _on_device(probe, inputs), writer, trainer.global_step, final)
         writer.flush()
         self._last_run = key
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         last_epoch = trainer.max_epochs is not None and epoch >= trainer.max_epochs  # on_fit_end covers it
         if self.every_n_epochs and epoch % self.every_n_epochs == 0 and not last_epoch:
             self.run(trainer, pl_module, final=False)
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.run(trainer, pl_module, final=True)
 
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "validate":
             self.run(trainer, pl_module, final=True)
 
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.run(trainer, pl_module, final=True)
 
+    @override
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.run(trainer, pl_module, final=True)
 

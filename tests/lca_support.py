@@ -1,9 +1,13 @@
-"""Test-only pieces for LCA runs: data in a fixed order, and a process that dies mid-run."""
+"""Test-only pieces for LCA runs: data in a fixed order, a process that dies mid-run, and SyncBatchNorm
+on CPU processes."""
 
 import os
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
+from torch.distributed.nn.functional import all_reduce
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from datamodules.mnist import MNISTDataModule
@@ -19,6 +23,21 @@ class UnshuffledMNIST(MNISTDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler)
 
 
+class CountingEvaluator:
+    """Wraps an LCA evaluator and counts its evaluations."""
+
+    def __init__(self, evaluator) -> None:
+        self.evaluator = evaluator
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.evaluator, name)
+
+    def __call__(self, theta):
+        self.calls += 1
+        return self.evaluator(theta)
+
+
 class ExitAtStep(pl.Callback):
     """Ends the process abruptly (no clean-up, like a killed job) after optimizer step ``step``."""
 
@@ -28,3 +47,38 @@ class ExitAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             os._exit(3)
+
+
+def _cpu_sync_batch_norm(module: torch.nn.SyncBatchNorm, inputs: torch.Tensor) -> torch.Tensor:
+    """SyncBatchNorm's training-mode forward on CPU tensors: batch statistics summed over the module's
+    process group (differentiable all_reduce), running statistics updated from them."""
+    group = module.process_group or dist.group.WORLD
+    if not (module.training and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return torch.nn.modules.batchnorm._BatchNorm.forward(module, inputs)
+    dims = [0, *range(2, inputs.dim())]
+    count = torch.tensor([inputs.numel() / inputs.shape[1]], dtype=inputs.dtype)
+    sums = torch.cat([inputs.sum(dims), (inputs * inputs).sum(dims), count])
+    sums = all_reduce(sums, group=group)
+    channels = inputs.shape[1]
+    total = sums[-1]
+    mean = sums[:channels] / total
+    variance = sums[channels : 2 * channels] / total - mean * mean
+    with torch.no_grad():
+        module.num_batches_tracked.add_(1)
+        momentum = module.momentum
+        module.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+        module.running_var.mul_(1 - momentum).add_(momentum * variance.detach() * total / (total - 1))
+    shape = [1, channels] + [1] * (inputs.dim() - 2)
+    normalised = (inputs - mean.view(shape)) / torch.sqrt(variance.view(shape) + module.eps)
+    return normalised * module.weight.view(shape) + module.bias.view(shape)
+
+
+class EmulatedSyncBatchNorm(pl.Callback):
+    """Lets SyncBatchNorm train on CPU processes (gloo), where PyTorch runs it only on accelerators: from
+    ``setup`` on, DistributedDataParallel accepts it on CPU and its forward synchronises batch statistics
+    with all_reduce as it does on GPUs. The strategy converts the model to SyncBatchNorm after ``setup``,
+    as with ``sync_batchnorm: true`` on GPUs."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        torch.nn.SyncBatchNorm.forward = _cpu_sync_batch_norm
+        DistributedDataParallel._passing_sync_batchnorm_handle = lambda ddp, module: None

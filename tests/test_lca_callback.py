@@ -18,6 +18,7 @@ from lightning_app.cli import cli_main
 from lightning_app.errors import UserInputError
 from models.classification import ClassificationModule
 from models.nets.fc import FullyConnected
+from tests.lca_support import CountingEvaluator
 
 ROOT = Path(__file__).parents[1]
 LCA_CONFIG = str(ROOT / "configs" / "mnist_fc_lca.yaml")
@@ -253,6 +254,56 @@ def test_a_store_path_that_cannot_be_written_is_named():
         lca_fit("--trainer.max_steps=1", "--trainer.callbacks.init_args.store_path=/etc/hostname/lca.h5")
 
 
+def test_a_streamed_evaluation_set_records_what_a_resident_one_does():
+    runs = {}
+    for storage in ("device", "dataset"):
+        cli = lca_fit(
+            "--trainer.max_steps=3",
+            "--trainer.limit_val_batches=0",
+            "--trainer.callbacks.init_args.chunk_size=120",
+            f"--trainer.callbacks.init_args.eval_storage={storage}",
+        )
+        callback = next(c for c in cli.trainer.callbacks if isinstance(c, LossChangeAllocation))
+        assert [e.chunks.storage for e in callback.evaluators] == [storage, storage]
+        runs[storage] = run_of(cli)
+    for name, values in runs["device"].steps.items():
+        np.testing.assert_array_equal(runs["dataset"].steps[name], values, err_msg=name)
+
+
+def test_auto_storage_streams_a_set_larger_than_the_memory_cap():
+    # 300 digits of 784 float32 values and their labels: 0.9 MiB
+    cli = lca_fit("--trainer.max_steps=1", "--trainer.callbacks.init_args.eval_memory_cap_mib=0.5")
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, LossChangeAllocation))
+    assert callback.evaluators[0].chunks.storage == "dataset"
+
+
+def test_a_set_that_does_not_fit_with_streaming_off_is_refused():
+    with pytest.raises(
+        UserInputError,
+        match=r"the LCA evaluation set needs 1 MiB in torch.float32 but eval_memory_cap_mib allows 0 MiB on "
+        r"device \(cpu\): set eval_storage to dataset or auto",
+    ):
+        lca_fit(
+            "--trainer.max_steps=1",
+            "--trainer.callbacks.init_args.eval_storage=device",
+            "--trainer.callbacks.init_args.eval_memory_cap_mib=0.1",
+        )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"chunk_size": 0}, "LCA chunk_size=0 must be a positive number of examples"),
+        ({"eval_storage": "disk"}, "LCA eval_storage 'disk' is not one of auto, device, host, dataset"),
+        ({"eval_memory_cap_mib": -1}, "LCA eval_memory_cap_mib=-1 must be positive"),
+        ({"eval_workers": -1}, "LCA eval_workers=-1 must be 0 or more"),
+    ],
+)
+def test_bad_evaluation_options_are_named(option, message):
+    with pytest.raises(UserInputError, match=message):
+        LossChangeAllocation(**option)
+
+
 class NoCriterion(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
@@ -268,7 +319,9 @@ class NoCriterion(pl.LightningModule):
 def test_a_model_without_a_criterion_is_refused():
     trainer = bare_trainer(LossChangeAllocation(), max_steps=1)
     with pytest.raises(
-        UserInputError, match="LCA needs the LightningModule to name its loss: NoCriterion has no"
+        UserInputError,
+        match="LossChangeAllocation needs the LightningModule to provide criterion, num_classes, forward; "
+        "NoCriterion lacks criterion, num_classes",
     ):
         trainer.fit(NoCriterion(), datamodule=MNISTDataModule(source="sample"))
 
@@ -280,28 +333,20 @@ def test_bad_integrator_and_bn_mode_are_refused():
         LossChangeAllocation(bn_mode="train")
 
 
-class PoisonedEvaluator:
+class PoisonedEvaluator(CountingEvaluator):
     """An evaluator whose sixth evaluation (the end point of step 2: step 0 evaluates the start, end and
     midpoint, later steps the end and midpoint) returns a NaN loss."""
 
-    def __init__(self, evaluator) -> None:
-        self.evaluator = evaluator
-        self.calls = 0
-
-    def __getattr__(self, name):
-        return getattr(self.evaluator, name)
-
     def __call__(self, theta):
-        self.calls += 1
-        result = self.evaluator(theta)
+        result = super().__call__(theta)
         if self.calls == 6:
             result.loss = result.loss * float("nan")
         return result
 
 
 class PoisonedLCA(LossChangeAllocation):
-    def setup(self, trainer, pl_module, stage):
-        super().setup(trainer, pl_module, stage)
+    def on_fit_start(self, trainer, pl_module):
+        super().on_fit_start(trainer, pl_module)
         self.evaluators[0] = PoisonedEvaluator(self.evaluators[0])
 
 

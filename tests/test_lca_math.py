@@ -4,20 +4,29 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import TensorDataset
 
-from callbacks.lca.evaluation import LossEvaluator
+from callbacks.lca.eval_chunks import evaluation_chunks
+from callbacks.lca.evaluation import LossEvaluator, has_batch_norm
 from callbacks.lca.integrators import integrate
 from callbacks.lca.layout import ParameterLayout
+from callbacks.lca.loss import ElementwiseLoss
 from callbacks.lca.records import RecordBuilder, value_histogram
+from callbacks.placement import Placement
 from lightning_app.errors import UserInputError
 
 
 def evaluator(
-    module, criterion, dataset, chunk_size=1000, bn_mode="eval", num_classes=None, rank=0, world_size=1
-):
-    return LossEvaluator(
-        module, ParameterLayout.of(module), criterion, dataset, chunk_size, bn_mode, num_classes,
-        rank=rank, world_size=world_size, reduce=lambda t: t, device=torch.device("cpu"),
+    module, criterion, dataset, chunk_size=1000, bn_mode="eval", num_classes=None, rank=0, world_size=1,
+    storage="device",
+):  # fmt: skip
+    """The evaluator the callback builds, on one process (or as rank ``rank`` of ``world_size``)."""
+    loss = ElementwiseLoss(criterion)
+    placement = Placement.of(module)
+    class_rows = None if bn_mode == "batch_stats" and has_batch_norm(module) else num_classes
+    chunks = evaluation_chunks(
+        dataset, loss, chunk_size, class_rows, rank, world_size, placement.device, placement.dtype, storage,
+        workers=0,
     )  # fmt: skip
+    return LossEvaluator(module, ParameterLayout.of(module), loss, chunks, bn_mode, num_classes, lambda t: t)
 
 
 def regression_problem():
@@ -228,3 +237,76 @@ def test_a_criterion_that_is_not_an_element_mean_is_refused():
         evaluator(module, nn.MSELoss(reduction="sum"), data)
     with pytest.raises(UserInputError, match="got function"):
         evaluator(module, lambda a, b: (a - b).abs().mean(), data)
+
+
+def test_transposed_convolution_neurons_are_its_output_channels():
+    from models.nets.linknet_selim import LinkNetSelim
+
+    net = nn.Sequential(LinkNetSelim(transposed=True), nn.ConvTranspose2d(4, 6, 3, groups=2))
+    layout = ParameterLayout.of(net)
+    lca = torch.randn(layout.num_parameters, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    neurons = RecordBuilder(layout, torch.device("cpu")).per_neuron(lca)
+    parts = dict(zip(layout.names, lca.split(layout.sizes), strict=True))
+    transposed = [name for name, m in net.named_modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(transposed) == 6  # one per LinkNet decoder, and the grouped one
+    for name in transposed:
+        module = net.get_submodule(name)
+        weight, bias = parts[f"{name}.weight"], parts[f"{name}.bias"]
+        per_group = weight.view(module.groups, -1, *module.weight.shape[1:]).sum(
+            dim=(1, 3, 4)
+        )  # (groups, out/g)
+        first, count = layout.units[layout.names.index(f"{name}.weight")]
+        assert (
+            count == module.out_channels and layout.neuron_modules[first : first + count] == (name,) * count
+        )
+        torch.testing.assert_close(
+            neurons[first : first + count], per_group.flatten() + bias, rtol=1e-12, atol=0
+        )
+
+
+@pytest.mark.parametrize("num_classes", [None, 4])
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0, 3.0])),
+        nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0, 3.0]), ignore_index=2, label_smoothing=0.1),
+    ],
+    ids=["class_weights", "class_weights_ignore_smoothing"],
+)
+def test_a_class_weighted_criterion_gives_the_training_criterion(criterion, num_classes):
+    module, data = classification_problem()
+    module.eval()
+    theta, _ = step_from(module, scale=0.0)
+    result = evaluator(module, criterion, data, chunk_size=7, num_classes=num_classes)(theta)
+    x, y = data.tensors
+    expected = criterion(module(x), y)
+    module.zero_grad()
+    expected.backward()
+    assert float(result.loss) == pytest.approx(float(expected), rel=1e-6)
+    torch.testing.assert_close(result.grad, parameters_to_vector(p.grad for p in module.parameters()))
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "batch_stats"])
+def test_a_streamed_evaluation_set_gives_the_same_numbers_as_a_resident_one(bn_mode):
+    module, data = classification_problem()
+    theta, _ = step_from(module)
+    resident = evaluator(module, nn.CrossEntropyLoss(), data, 25, bn_mode, num_classes=4)
+    streamed = evaluator(module, nn.CrossEntropyLoss(), data, 25, bn_mode, num_classes=4, storage="dataset")
+    assert (resident.chunks.storage, streamed.chunks.storage) == ("device", "dataset")
+    a, b = resident(theta), streamed(theta)
+    assert torch.equal(a.class_loss, b.class_loss) and torch.equal(a.class_grad, b.class_grad)
+
+
+def test_storage_follows_the_memory_cap():
+    from callbacks.lca.eval_chunks import chosen_storage
+
+    cpu = torch.device("cpu")
+    assert chosen_storage("auto", 10 * 2**20, cpu, torch.float32, memory_cap=2**30) == "device"
+    assert chosen_storage("auto", 10 * 2**20, cpu, torch.float32, memory_cap=2**20) == "dataset"
+    assert chosen_storage("dataset", 10 * 2**20, cpu, torch.float32, memory_cap=None) == "dataset"
+    with pytest.raises(
+        UserInputError,
+        match=r"the LCA evaluation set needs 10 MiB in torch.float32 but eval_memory_cap_mib allows 1 MiB on "
+        r"device \(cpu\): set eval_storage to dataset or auto to stream it, or choose a smaller eval_size",
+    ):
+        chosen_storage("device", 10 * 2**20, cpu, torch.float32, memory_cap=2**20)

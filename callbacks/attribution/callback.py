@@ -5,6 +5,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
+from typing_extensions import override
 
 from callbacks.attribution.figures import method_figure
 from callbacks.attribution.methods import AttributionMethod
@@ -79,16 +80,17 @@ class AttributionCallback(InspectionCallback):
         self.randomisation_threshold = randomisation_threshold
         self.sanity: dict[str, dict[str, float]] = {}
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check layer names and a fixed target class before any training."""
+        """Check the contracts, layer names and a fixed target class before any training."""
+        super().setup(trainer, pl_module, stage)
         for method in self.methods:
             if method.layer_name is not None:
                 find_layer(pl_module, method.layer_name)
         if self.target not in ("predicted", "true"):
-            names = list(getattr(trainer.datamodule, "class_names", []))
-            num_classes = getattr(pl_module, "num_classes", None) or len(names)
-            class_index(self.target, names, num_classes)
+            class_index(self.target, list(trainer.datamodule.class_names), pl_module.num_classes)
 
+    @override
     def inspect(
         self, model: nn.Module, probe: ProbeSet, writer: SummaryWriter, step: int, final: bool
     ) -> None:

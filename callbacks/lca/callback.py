@@ -4,19 +4,32 @@ import math
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.nn.utils import parameters_to_vector
+from torch.utils.hooks import RemovableHandle
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.writer import FileWriter
+from typing_extensions import override
 
-from callbacks.lca.evaluation import BatchNormMode, Evaluation, LossEvaluator
+from callbacks.contracts import EvaluationSet, check_contracts
+from callbacks.lca.eval_chunks import STORAGES, Storage, evaluation_chunks
+from callbacks.lca.evaluation import (
+    BatchNormMode,
+    Evaluation,
+    LossEvaluator,
+    has_batch_norm,
+    local_sync_batch_norm_group,
+)
 from callbacks.lca.integrators import Method, integrate
 from callbacks.lca.layout import ParameterLayout
+from callbacks.lca.loss import ElementwiseLoss
 from callbacks.lca.records import RecordBuilder, StepRecord
 from callbacks.lca.store import LCAStore, step_columns
+from callbacks.placement import Placement
 from lightning_app.errors import UserInputError
 from lightning_app.run_record import environment_versions
 
@@ -47,6 +60,13 @@ class LossChangeAllocation(pl.Callback):
         with_val: also allocate the loss on the val split (the reference's "helped_test").
         val_size: examples of the val split; None takes the whole split.
         chunk_size: examples evaluated together.
+        eval_storage: where the evaluation set is kept between evaluations: 'device' (loaded once onto
+            the model's device), 'host' (host memory, copied to the GPU one chunk ahead), 'dataset'
+            (read from the data module's dataset at every evaluation, for sets larger than memory) or
+            'auto' (the first that fits; see :mod:`callbacks.lca.eval_chunks`).
+        eval_memory_cap_mib: the most memory the kept evaluation set may take (default: half the free
+            memory of the device or host when fit starts).
+        eval_workers: DataLoader processes reading the set with ``eval_storage: dataset``.
         bn_mode: 'batch_stats' (normalise each chunk with its own statistics, as the reference) or
             'eval' (running statistics).
         per_class: split the loss into per-class terms (one vectorised pass) and record LCA per class.
@@ -67,6 +87,9 @@ class LossChangeAllocation(pl.Callback):
         with_val: bool = False,
         val_size: int | None = None,
         chunk_size: int = 1000,
+        eval_storage: Storage = "auto",
+        eval_memory_cap_mib: float | None = None,
+        eval_workers: int = 1,
         bn_mode: BatchNormMode = "batch_stats",
         per_class: bool = True,
         dense_every: int = 0,
@@ -81,6 +104,14 @@ class LossChangeAllocation(pl.Callback):
             raise UserInputError(f"LCA bn_mode {bn_mode!r} is not one of batch_stats, eval")
         if max_splits < 2 or max_splits & (max_splits - 1):
             raise UserInputError(f"LCA max_splits={max_splits} must be a power of two >= 2")
+        if chunk_size <= 0:
+            raise UserInputError(f"LCA chunk_size={chunk_size} must be a positive number of examples")
+        if eval_storage not in STORAGES:
+            raise UserInputError(f"LCA eval_storage {eval_storage!r} is not one of {', '.join(STORAGES)}")
+        if eval_memory_cap_mib is not None and eval_memory_cap_mib <= 0:
+            raise UserInputError(f"LCA eval_memory_cap_mib={eval_memory_cap_mib} must be positive")
+        if eval_workers < 0:
+            raise UserInputError(f"LCA eval_workers={eval_workers} must be 0 or more")
         self.integrator = integrator
         self.tolerance = tolerance
         self.max_splits = max_splits
@@ -89,6 +120,9 @@ class LossChangeAllocation(pl.Callback):
         self.with_val = with_val
         self.val_size = val_size
         self.chunk_size = chunk_size
+        self.eval_storage = eval_storage
+        self.eval_memory_cap_mib = eval_memory_cap_mib
+        self.eval_workers = eval_workers
         self.bn_mode = bn_mode
         self.per_class = per_class
         self.dense_every = dense_every
@@ -96,62 +130,73 @@ class LossChangeAllocation(pl.Callback):
         self.histogram_every = histogram_every
         self.store_path = store_path
         self.report = report
+        # drawn in setup
+        self.class_names: list[str] | None = None
+        self.eval_sets: dict[str, EvaluationSet] = {}
+        self.eval_indices: dict[str, np.ndarray] = {}
+        self.eval_sizes: dict[str, int] = {}
+        # built in on_fit_start, with the model on its device and in its dtype
+        self.placement: Placement | None = None
+        self.layout: ParameterLayout | None = None
+        self.evaluators: list[LossEvaluator] = []
+        self.builder: RecordBuilder | None = None
+        self._module: pl.LightningModule | None = None
+        # the step being recorded, and the last end point's evaluations
+        self._theta_start: torch.Tensor | None = None
+        self._stepped = False
+        self._cache: tuple[torch.Tensor, dict[str, torch.Tensor], list[Evaluation]] | None = None
+        self.recorded = 0
+        # output
+        self.path: Path | None = None
         self.store: LCAStore | None = None
         self._scalar_writer: FileWriter | None = None
         self._resume: dict | None = None
-        self._hooks: list = []
+        self._hooks: list[RemovableHandle] = []
 
     # ---------------------------------------------------------------- set-up
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the contracts and the criterion, and draw the evaluation sets (not loaded yet)."""
         if stage != "fit":
             return
-        criterion = getattr(pl_module, "criterion", None)
-        if not isinstance(criterion, torch.nn.Module):
-            raise UserInputError(
-                f"LCA needs the LightningModule to name its loss: {type(pl_module).__name__} has no "
-                "`criterion` attribute holding a torch loss (e.g. nn.CrossEntropyLoss())"
-            )
+        check_contracts("LossChangeAllocation", pl_module, trainer.datamodule)
+        ElementwiseLoss(pl_module.criterion)
         data = trainer.datamodule
-        if not hasattr(data, "evaluation_subset"):
-            raise UserInputError(
-                "LCA needs a data module with evaluation_subset(split, size, seed); "
-                f"{type(data).__name__} has none"
-            )
-        self.layout = ParameterLayout.of(pl_module)
-        self.parameters = list(pl_module.parameters())
-        self.class_names = self._class_names(data, pl_module) if self.per_class else None
-        device = trainer.strategy.root_device
-        sets = {"train": data.evaluation_subset("train", size=self.eval_size, seed=self.eval_seed)}
+        self.class_names = list(data.class_names) if self.per_class else None
+        self.eval_sets = {"train": data.evaluation_subset("train", size=self.eval_size, seed=self.eval_seed)}
         if self.with_val:
-            sets["val"] = data.evaluation_subset("val", size=self.val_size, seed=self.eval_seed)
-        self.eval_indices = {name: dataset.source_indices.numpy() for name, dataset in sets.items()}
-        self.eval_sizes = {name: len(dataset) for name, dataset in sets.items()}
+            self.eval_sets["val"] = data.evaluation_subset("val", size=self.val_size, seed=self.eval_seed)
+        self.eval_indices = {name: np.asarray(s.source_indices) for name, s in self.eval_sets.items()}
+        self.eval_sizes = {name: len(dataset) for name, dataset in self.eval_sets.items()}
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Build the evaluators from the live module, now on its device and in its dtype."""
+        self._module = pl_module
+        self.placement = Placement.of(pl_module)
+        self.layout = ParameterLayout.of(pl_module)
+        loss = ElementwiseLoss(pl_module.criterion)
+        classes = len(self.class_names) if self.class_names else None
+        batch_coupled = self.bn_mode == "batch_stats" and has_batch_norm(pl_module)
+        local_group = local_sync_batch_norm_group(pl_module, self.bn_mode)  # collective: every rank
+        cap = None if self.eval_memory_cap_mib is None else self.eval_memory_cap_mib * 2**20
         self.evaluators = [
             LossEvaluator(
-                pl_module, self.layout, criterion, dataset, self.chunk_size, self.bn_mode,
-                len(self.class_names) if self.class_names else None,
-                trainer.global_rank, trainer.world_size,
-                lambda t: trainer.strategy.reduce(t, reduce_op="sum"), device,
+                pl_module, self.layout, loss,
+                evaluation_chunks(
+                    dataset, loss, self.chunk_size, None if batch_coupled else classes,
+                    trainer.global_rank, trainer.world_size, self.placement.device, self.placement.dtype,
+                    self.eval_storage, cap, self.eval_workers,
+                ),
+                self.bn_mode, classes, lambda t: trainer.strategy.reduce(t, reduce_op="sum"), local_group,
             )
-            for dataset in sets.values()
+            for dataset in self.eval_sets.values()
         ]  # fmt: skip
-        self.builder = RecordBuilder(self.layout, device)
-        self._cache: tuple[torch.Tensor, dict, list[Evaluation]] | None = None
-        self._theta_start: torch.Tensor | None = None
-        self._stepped = False
+        self.builder = RecordBuilder(self.layout, self.placement.device)
+        self._cache, self._theta_start, self._stepped = None, None, False
         self.recorded = 0
 
-    @staticmethod
-    def _class_names(data, pl_module) -> list[str]:
-        names = getattr(data, "class_names", None)
-        if names is None and hasattr(pl_module, "num_classes"):
-            names = [str(c) for c in range(pl_module.num_classes)]
-        if names is None:
-            raise UserInputError(
-                "per-class LCA needs class_names on the data module or num_classes on the model"
-            )
-        return list(names)
-
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if len(trainer.optimizers) != 1:
             raise UserInputError(f"LCA follows one optimizer; this model has {len(trainer.optimizers)}")
@@ -213,12 +258,15 @@ class LossChangeAllocation(pl.Callback):
         dense_bytes = (steps // self.dense_every) * k * 4 if self.dense_every else 0
         sets = len(self.evaluators)
         vectors = 4 * k * (1 + sets * 6 * classes) + 8 * k * 3 + 4 * k * 3  # θ, gradients, Δθ, LCA, totals
-        data = sum(c.inputs.numel() * c.inputs.element_size() for e in self.evaluators for c in e.chunks)
+        kept = ", ".join(
+            f"{name} in {e.chunks.storage} ({e.chunks.nbytes / 2**20:,.0f} MiB)"
+            for name, e in zip(self.eval_sets, self.evaluators, strict=True)
+        )
+        store_mib = (steps * row_bytes + dense_bytes + 20 * k) / 2**20
         rank_zero_info(
-            f"LCA: {k:,} parameters, {self.integrator}, evaluation set {self.eval_sizes}; estimated memory "
-            f"{(vectors + data) / 2**20:,.0f} MiB ({data / 2**20:,.0f} MiB of it the evaluation set); "
-            f"store {(steps * row_bytes + dense_bytes + 20 * k) / 2**20:,.1f} MiB for {steps:,} steps "
-            f"before compression, at {self.path}"
+            f"LCA: {k:,} parameters, {self.integrator}, on {self.placement}; evaluation sets "
+            f"{self.eval_sizes} kept: {kept}; {vectors / 2**20:,.0f} MiB of vectors; store "
+            f"{store_mib:,.1f} MiB for {steps:,} steps before compression, at {self.path}"
         )
 
     def _open_tensorboard(self, trainer: pl.Trainer) -> None:
@@ -238,14 +286,23 @@ class LossChangeAllocation(pl.Callback):
             )
 
     # ---------------------------------------------------------------- the step
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int
+    ) -> None:
+        self.placement.check_unchanged(
+            pl_module, "LossChangeAllocation", f"after fit started (step {self.recorded})"
+        )
+
     def _before_step(self) -> None:
         if self._theta_start is not None:
             raise UserInputError("LCA records one optimizer step per training batch; this model made two")
-        self._theta_start = self.current_theta().clone()
+        self._theta_start = self.current_theta()
 
     def _after_step(self) -> None:
         self._stepped = True
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._stepped:
             return
@@ -281,7 +338,7 @@ class LossChangeAllocation(pl.Callback):
 
     def current_theta(self) -> torch.Tensor:
         """The flat vector of the parameters LCA tracks, in ``ParameterLayout`` order."""
-        return parameters_to_vector(self.parameters).detach()
+        return parameters_to_vector(self._module.parameters()).detach()
 
     def _start_evaluations(self, theta_start: torch.Tensor) -> list[Evaluation]:
         """The previous end point's evaluations when nothing moved since, else fresh ones."""
@@ -341,6 +398,7 @@ class LossChangeAllocation(pl.Callback):
         return metrics
 
     # ---------------------------------------------------------------- end, checkpoints
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close()
         if self.report and trainer.is_global_zero and self.recorded:
@@ -348,6 +406,7 @@ class LossChangeAllocation(pl.Callback):
 
             write_report(self.path, trainer.logger)
 
+    @override
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -364,10 +423,11 @@ class LossChangeAllocation(pl.Callback):
             self.store.close(self.builder.totals)
             self.store = None
 
+    @override
     def state_dict(self) -> dict:
         if self.store is not None:
             self.store.flush(self.builder.totals)
-        if not hasattr(self, "path"):  # not fitting yet
+        if self.path is None:  # not fitting yet
             return {}
         return {
             "store_path": str(self.path),
@@ -375,6 +435,7 @@ class LossChangeAllocation(pl.Callback):
             "totals": self.builder.totals.state_dict(),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:
             self._resume = state_dict

@@ -1,14 +1,17 @@
 """The LCA loss and its gradient at any point of parameter space, on a fixed evaluation set.
 
-The loss is the module's criterion made element-wise (``reduction='none'``) and averaged over every
-element of the evaluation set (examples for classification, pixels for segmentation), so chunks of any
-size, a partial last chunk and a set sharded over DDP ranks all give the same mean. The model itself is
-never changed: parameters are substituted with ``torch.func.functional_call``, dropout is off, and batch
+The loss is the module's criterion made element-wise (:class:`~callbacks.lca.loss.ElementwiseLoss`) and
+summed over the chunks of the evaluation set with each element's share of the criterion's mean, so chunks
+of any size, a partial last chunk and a set sharded over DDP ranks all give the same mean. The model itself
+is never changed: parameters are substituted with ``torch.func.functional_call``, dropout is off, and batch
 norm either normalises with the chunk's own statistics (``batch_stats``, the reference, running
 statistics left untouched) or with the running statistics (``eval``).
+
+The evaluator reads the module's buffers and submodules at every evaluation, never a copy taken earlier:
+Lightning's strategy moves and converts the module after callbacks' ``setup`` (``.to(device)``, the
+precision's dtype, SyncBatchNorm), which replaces buffer tensors and batch-norm modules.
 """
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,12 +19,13 @@ from functools import cached_property
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
-from torch.utils.data import DataLoader, Dataset
 
+from callbacks.lca.eval_chunks import EvaluationChunks
 from callbacks.lca.layout import ParameterLayout
-from lightning_app.errors import UserInputError
+from callbacks.lca.loss import ElementwiseLoss
 
 BatchNormMode = Literal["batch_stats", "eval"]
 
@@ -41,97 +45,58 @@ class Evaluation:
         return bool(torch.isfinite(self.loss + self.grad.sum(dtype=torch.float64)))
 
 
-@dataclass
-class Chunk:
-    """Inputs and targets evaluated together, and the weight (1 / elements of the whole set) of each
-    element. Class-grouped chunks hold one row per class, padded with zero-weight copies."""
-
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    weights: torch.Tensor
-
-    def to(self, device: torch.device) -> "Chunk":
-        return Chunk(self.inputs.to(device), self.targets.to(device), self.weights.to(device))
-
-
-def elementwise(criterion: nn.Module) -> tuple[nn.Module, int | None]:
-    """A copy of ``criterion`` returning per-element losses, and its ignore index (None if it has none)."""
-    if not hasattr(criterion, "reduction") or getattr(criterion, "reduction", None) != "mean":
-        raise UserInputError(
-            f"LCA needs the module's criterion to be a torch loss averaged over elements (reduction='mean'), "
-            f"such as CrossEntropyLoss or BCEWithLogitsLoss; got {type(criterion).__name__}"
-        )
-    per_element = copy.copy(criterion)
-    per_element.reduction = "none"
-    ignore_index = getattr(criterion, "ignore_index", None)
-    return per_element, ignore_index if isinstance(ignore_index, int) and ignore_index >= 0 else None
-
-
 def has_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def local_sync_batch_norm_group(module: nn.Module, bn_mode: BatchNormMode) -> dist.ProcessGroup | None:
+    """A process group of this rank alone, for SyncBatchNorm under DDP in 'batch_stats' mode: the LCA
+    loss normalises each chunk with its own statistics, whatever the number of processes, so SyncBatchNorm
+    must not synchronise during LCA. A collective call: every rank makes it (None where not needed)."""
+    synced = any(isinstance(m, nn.SyncBatchNorm) for m in module.modules())
+    if bn_mode != "batch_stats" or not synced or not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    group, _ = dist.new_subgroups(group_size=1)
+    return group
 
 
 class LossEvaluator:
     """Evaluates the LCA loss of ``module`` on this rank's chunks of an evaluation set.
 
     Args:
-        module: the LightningModule (its ``forward`` gives the outputs the criterion scores).
+        module: the LightningModule (its ``forward`` gives the outputs the criterion scores), in place on
+            its device and in its dtype.
         layout: the parameters LCA tracks, flattened.
-        criterion: the module's loss, averaged over elements.
-        dataset: the evaluation set, items ``(input, target)``.
-        chunk_size: examples evaluated together (the last chunk may be smaller).
+        loss: the module's criterion, element-wise.
+        chunks: this rank's chunks of the evaluation set (class rows when ``chunks.grouped``).
         bn_mode: 'batch_stats' or 'eval' (see the module docstring).
         num_classes: split the loss and gradient by target class (None: do not).
-        rank, world_size: the set's chunks are dealt out round-robin, so every chunk is the same
-            whatever the number of processes.
         reduce: sums a tensor over all ranks (identity on one process).
+        local_group: this rank's own process group, given to SyncBatchNorm modules during LCA (see
+            :func:`local_sync_batch_norm_group`).
     """
 
     def __init__(
         self,
         module: nn.Module,
         layout: ParameterLayout,
-        criterion: nn.Module,
-        dataset: Dataset,
-        chunk_size: int,
+        loss: ElementwiseLoss,
+        chunks: EvaluationChunks,
         bn_mode: BatchNormMode,
         num_classes: int | None,
-        rank: int,
-        world_size: int,
         reduce: Callable[[torch.Tensor], torch.Tensor],
-        device: torch.device,
+        local_group: dist.ProcessGroup | None = None,
     ) -> None:
         self.module = module
         self.layout = layout
-        self.loss_fn, ignore_index = elementwise(criterion)
+        self.loss_fn = loss.fn
+        self.chunks = chunks
         self.bn_mode = bn_mode
         self.num_classes = num_classes
         self.reduce = reduce
+        self.local_group = local_group
         self.batch_coupled = bn_mode == "batch_stats" and has_batch_norm(module)
-        self._modules = list(module.modules())
-        self._buffers = dict(module.named_buffers())  # updated in place by training: the same tensors
-        self._lca_modes = [
-            self.batch_coupled and isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self._modules
-        ]
-        inputs, targets = _load(dataset, chunk_size)
-        valid = (
-            targets != ignore_index
-            if ignore_index is not None
-            else torch.ones_like(targets, dtype=torch.bool)
-        )
-        if not valid.any():
-            raise UserInputError("the LCA evaluation set has no element to score (all targets ignored)")
-        self.num_elements = int(valid.sum())
-        # in the model's precision (float64 models keep float64); chunk losses are summed in float64
-        dtype = next(module.parameters()).dtype
-        weights = (valid.double() / self.num_elements).to(dtype)
-        self.grouped = num_classes is not None and targets.dim() == 1 and not self.batch_coupled
-        if self.grouped:
-            chunks = _class_rows(inputs, targets, weights, num_classes, max(1, chunk_size // num_classes))
-        else:
-            parts = (t.split(chunk_size) for t in (inputs, targets, weights))
-            chunks = [Chunk(*chunk) for chunk in zip(*parts, strict=True)]
-        self.chunks = [chunk.to(device) for index, chunk in enumerate(chunks) if index % world_size == rank]
+        self.grouped = chunks.grouped
 
     def __call__(self, theta: torch.Tensor) -> Evaluation:
         """The loss (and gradient) at the flat parameter vector ``theta``, summed over all ranks."""
@@ -145,13 +110,18 @@ class LossEvaluator:
         return self._reduced(evaluation)
 
     def buffers_snapshot(self) -> dict[str, torch.Tensor]:
-        """The buffers the loss depends on (running statistics in 'eval' mode; none otherwise)."""
+        """The buffers the loss depends on: in 'eval' mode the running statistics (not the batch counter,
+        which eval mode does not read); none otherwise."""
         if self.bn_mode != "eval":
             return {}
-        return {name: b.detach().clone() for name, b in self._buffers.items()}
+        return {
+            name: b.detach().clone()
+            for name, b in self.module.named_buffers()
+            if not name.endswith("num_batches_tracked")
+        }
 
     def _state(self, parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        buffers = self._buffers
+        buffers = dict(self.module.named_buffers())
         if self.batch_coupled:  # batch norm in training mode writes its running statistics: give it copies
             buffers = {name: b.clone() for name, b in buffers.items()}
         return {**buffers, **parameters}
@@ -186,7 +156,7 @@ class LossEvaluator:
         parameters = self._leaves(theta)
         classes = torch.arange(self.num_classes, device=theta.device)
         class_loss = torch.zeros(self.num_classes, dtype=torch.float64, device=theta.device)
-        class_grad = torch.zeros(self.num_classes, theta.numel(), device=theta.device)
+        class_grad = torch.zeros(self.num_classes, theta.numel(), dtype=theta.dtype, device=theta.device)
         with torch.enable_grad():
             for chunk in self.chunks:
                 outputs = functional_call(self.module, self._state(parameters), (chunk.inputs,))
@@ -213,7 +183,7 @@ class LossEvaluator:
             return (self.loss_fn(outputs, targets) * weights).sum()
 
         class_loss = torch.zeros(self.num_classes, dtype=torch.float64, device=theta.device)
-        class_grad = torch.zeros(self.num_classes, theta.numel(), device=theta.device)
+        class_grad = torch.zeros(self.num_classes, theta.numel(), dtype=theta.dtype, device=theta.device)
         for chunk in self.chunks:
             grads, losses = vmap(grad_and_value(row_loss), in_dims=(None, 0, 0, 0))(
                 parameters, chunk.inputs, chunk.targets, chunk.weights
@@ -232,46 +202,20 @@ class LossEvaluator:
 
     @contextmanager
     def _lca_mode(self) -> Iterator[None]:
-        """Dropout off; batch norm in training mode only for 'batch_stats'. Restores every module's mode."""
-        modes = [m.training for m in self._modules]
-        for module, training in zip(self._modules, self._lca_modes, strict=True):
-            module.training = training
+        """Dropout off; batch norm in training mode only for 'batch_stats', SyncBatchNorm on this rank's
+        own group. Restores every module's mode and group."""
+        modules = list(self.module.modules())
+        modes = [m.training for m in modules]
+        synced = [m for m in modules if isinstance(m, nn.SyncBatchNorm)] if self.local_group else []
+        groups = [m.process_group for m in synced]
+        for module in modules:
+            module.training = self.batch_coupled and isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for module in synced:
+            module.process_group = self.local_group
         try:
             yield
         finally:
-            for module, training in zip(self._modules, modes, strict=True):
+            for module, training in zip(modules, modes, strict=True):
                 module.training = training
-
-
-def _load(dataset: Dataset, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every (input, target) of the set, stacked."""
-    # A generator of its own: a DataLoader iterator otherwise draws its base seed from the global RNG,
-    # which would change the training run's data order.
-    loader = DataLoader(dataset, batch_size=chunk_size, shuffle=False, generator=torch.Generator())
-    batches = list(loader)
-    if not batches:
-        raise UserInputError("the LCA evaluation set is empty")
-    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
-
-
-def _class_rows(
-    inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, num_classes: int, width: int
-) -> list[Chunk]:
-    """Chunks of shape (classes, width), the last possibly narrower: row c holds examples of class c only.
-    Each class is padded to the largest class with zero-weight copies of one of its examples, so padding
-    depends only on how unbalanced the whole set is, not on the order of its examples."""
-    if int(targets.max()) >= num_classes or int(targets.min()) < 0:
-        raise UserInputError(f"the LCA evaluation set has targets outside 0..{num_classes - 1}")
-    members = [torch.nonzero(targets == c).flatten() for c in range(num_classes)]
-    length = max(len(m) for m in members)
-    positions = torch.zeros(num_classes, length, dtype=torch.long)
-    row_weights = torch.zeros(num_classes, length, dtype=weights.dtype)
-    for c, index in enumerate(members):
-        positions[c, : len(index)] = index
-        positions[c, len(index) :] = index[0] if len(index) else 0
-        row_weights[c, : len(index)] = weights[index]
-    return [
-        Chunk(inputs[columns], targets[columns], row_weights[:, start : start + width])
-        for start in range(0, length, width)
-        for columns in [positions[:, start : start + width]]
-    ]
+            for module, group in zip(synced, groups, strict=True):
+                module.process_group = group

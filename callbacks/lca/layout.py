@@ -15,9 +15,11 @@ class ParameterLayout:
     ``names``, ``shapes``, ``offsets`` describe each parameter tensor (the per-"layer" records of the
     store are per tensor, as in the LCA reference). ``modules`` names the module owning each tensor;
     tensors of one module form a layer of the peak-moment analysis. Neurons are the output units of a
-    module: dimension 0 of its weight (an output channel or feature, all its inputs summed) and the
-    matching entries of its bias. ``units[i]`` = (first neuron, neurons) of tensor i; the values of a
-    tensor are laid out neuron after neuron, so its neuron sums are ``values.view(neurons, -1).sum(1)``.
+    module: an output channel or feature, all its inputs summed, with the matching entry of its bias.
+    That is dimension 0 of most weights and dimension 1 of a transposed convolution's, whose weight is
+    (in, out / groups, *kernel). ``units[i]`` = (first neuron, neurons) of tensor i, and ``unit_views[i]``
+    = (groups, inputs per group, units per group, values per unit and input) the shape under which its
+    neuron sums are ``values.view(unit_view).sum((1, 3)).flatten()``.
     """
 
     names: tuple[str, ...]
@@ -25,6 +27,7 @@ class ParameterLayout:
     offsets: tuple[int, ...]
     modules: tuple[str, ...]
     units: tuple[tuple[int, int], ...]
+    unit_views: tuple[tuple[int, int, int, int], ...]
     neuron_modules: tuple[str, ...]
 
     @classmethod
@@ -37,18 +40,22 @@ class ParameterLayout:
         modules = tuple(name.rpartition(".")[0] for name in names)
         first_unit: dict[str, int] = {}
         neuron_modules: list[str] = []
-        units = []
-        for shape, module in zip(shapes, modules, strict=True):
-            count = _output_units(shapes, modules, module)
-            if shape and shape[0] == count:
-                if module not in first_unit:
-                    first_unit[module] = len(neuron_modules)
-                    neuron_modules += [module] * count
-                units.append((first_unit[module], count))
-            else:  # not shaped by the module's outputs: a unit of its own
+        units, unit_views = [], []
+        for shape, size, module in zip(shapes, sizes, modules, strict=True):
+            owner = model.get_submodule(module)
+            count = _output_units(shapes, modules, module, owner)
+            view = _unit_view(shape, size, count, owner)
+            if view is None:  # not shaped by the module's outputs: a unit of its own
                 units.append((len(neuron_modules), 1))
+                unit_views.append((1, 1, 1, size))
                 neuron_modules.append(module)
-        return cls(names, shapes, offsets, modules, tuple(units), tuple(neuron_modules))
+                continue
+            if module not in first_unit:
+                first_unit[module] = len(neuron_modules)
+                neuron_modules += [module] * count
+            units.append((first_unit[module], count))
+            unit_views.append(view)
+        return cls(names, shapes, offsets, modules, tuple(units), tuple(unit_views), tuple(neuron_modules))
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -81,8 +88,23 @@ class ParameterLayout:
         }
 
 
-def _output_units(shapes, modules, module: str) -> int:
-    """Output units of a module: dimension 0 of its first multi-dimensional tensor, else of its first."""
-    owned = [shape for shape, owner in zip(shapes, modules, strict=True) if owner == module]
+def _output_units(shapes, modules, module: str, owner: nn.Module) -> int:
+    """Output units of a module: a transposed convolution's output channels; otherwise dimension 0 of
+    its first multi-dimensional tensor, else of its first."""
+    if isinstance(owner, nn.modules.conv._ConvTransposeNd):
+        return owner.out_channels
+    owned = [shape for shape, name in zip(shapes, modules, strict=True) if name == module]
     shaped = [shape for shape in owned if len(shape) > 1] or owned
     return shaped[0][0] if shaped[0] else 1
+
+
+def _unit_view(shape, size: int, count: int, owner: nn.Module) -> tuple[int, int, int, int] | None:
+    """The (groups, inputs per group, units per group, rest) view of a tensor whose values belong to the
+    module's ``count`` output units; None when the tensor is not shaped by them."""
+    transposed_weight = isinstance(owner, nn.modules.conv._ConvTransposeNd) and len(shape) > 1
+    if transposed_weight:  # (in, out / groups, *kernel): group g's inputs feed group g's outputs
+        groups = owner.groups
+        return groups, shape[0] // groups, shape[1], size // (shape[0] * shape[1])
+    if shape and shape[0] == count:
+        return 1, 1, count, size // count
+    return None

@@ -129,8 +129,9 @@ class RecordBuilder:
 
     def per_neuron(self, lca: torch.Tensor) -> torch.Tensor:
         neurons = torch.zeros(self.layout.num_neurons, dtype=torch.float64, device=lca.device)
-        for part, (first, count) in zip(lca.split(self.layout.sizes), self.layout.units, strict=True):
-            neurons[first : first + count] += part.view(count, -1).sum(1)
+        pieces = zip(lca.split(self.layout.sizes), self.layout.units, self.layout.unit_views, strict=True)
+        for part, (first, count), view in pieces:
+            neurons[first : first + count] += part.view(view).sum((1, 3)).flatten()
         return neurons
 
     def build(
