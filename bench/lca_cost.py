@@ -72,7 +72,7 @@ class TimedLCA(LossChangeAllocation):
             for _ in range(2):
                 for chunk in evaluator.chunks:
                     loss = pl_module.criterion(pl_module(chunk.inputs), chunk.targets)
-                    (loss * (len(chunk.targets) / evaluator.num_elements)).backward()
+                    (loss * (len(chunk.targets) / evaluator.chunks.total)).backward()
         elapsed = time.perf_counter() - start
         pl_module.zero_grad()
         pl_module.train()

@@ -1,3 +1,4 @@
+import csv
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from callbacks.lca import LossChangeAllocation
@@ -361,6 +363,20 @@ def test_a_non_finite_lca_loss_marks_the_step_invalid_and_training_goes_on():
     assert run.steps["valid"].tolist() == [1, 1, 0, 1, 1]
     assert run.totals["steps"] == 4 and trainer.global_step == 5
     assert np.isfinite(run.steps["lca_sum"][3])  # the next step started from a fresh evaluation
+
+
+def test_lca_scalars_reach_a_logger_other_than_tensorboard():
+    logger = CSVLogger(".")
+    trainer = pl.Trainer(
+        callbacks=[LossChangeAllocation(eval_size=100, report=False)], logger=logger, max_steps=4,
+        enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(ClassificationModule(FullyConnected()), datamodule=MNISTDataModule(source="sample"))
+    with open(Path(logger.log_dir) / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row["lca/lca_sum"]]
+    assert [int(row["step"]) for row in rows] == [0, 1, 2, 3]
+    stored = LCARun(Path(logger.log_dir) / "lca.h5").steps["lca_sum"]
+    np.testing.assert_allclose([float(row["lca/lca_sum"]) for row in rows], stored, rtol=1e-6)
 
 
 class ReadStoreDuringTraining(pl.Callback):

@@ -1,18 +1,17 @@
 """The Lightning callback that records Loss Change Allocation at every optimizer step."""
 
 import math
+from contextlib import ExitStack
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from tensorboard.compat.proto.summary_pb2 import Summary
+from lightning.pytorch.utilities import rank_zero_info
 from torch.nn.utils import parameters_to_vector
 from torch.utils.hooks import RemovableHandle
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.writer import FileWriter
 from typing_extensions import override
 
 from callbacks.contracts import EvaluationSet, check_contracts
@@ -27,7 +26,8 @@ from callbacks.lca.evaluation import (
 from callbacks.lca.integrators import Method, integrate
 from callbacks.lca.layout import ParameterLayout
 from callbacks.lca.loss import ElementwiseLoss
-from callbacks.lca.records import RecordBuilder, StepRecord
+from callbacks.lca.record_writer import Outputs, RecordWriter, StepResult
+from callbacks.lca.records import RecordBuilder
 from callbacks.lca.store import LCAStore, step_columns
 from callbacks.placement import Placement
 from lightning_app.errors import UserInputError
@@ -139,17 +139,15 @@ class LossChangeAllocation(pl.Callback):
         self.placement: Placement | None = None
         self.layout: ParameterLayout | None = None
         self.evaluators: list[LossEvaluator] = []
-        self.builder: RecordBuilder | None = None
-        self._module: pl.LightningModule | None = None
+        self.parameters: list[torch.nn.Parameter] = []
         # the step being recorded, and the last end point's evaluations
         self._theta_start: torch.Tensor | None = None
         self._stepped = False
         self._cache: tuple[torch.Tensor, dict[str, torch.Tensor], list[Evaluation]] | None = None
         self.recorded = 0
-        # output
+        # output, on rank 0: records built, stored and logged off the training thread
         self.path: Path | None = None
-        self.store: LCAStore | None = None
-        self._scalar_writer: FileWriter | None = None
+        self.writer: RecordWriter | None = None
         self._resume: dict | None = None
         self._hooks: list[RemovableHandle] = []
 
@@ -172,7 +170,8 @@ class LossChangeAllocation(pl.Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Build the evaluators from the live module, now on its device and in its dtype."""
-        self._module = pl_module
+        # Parameter objects outlive moves and conversions (their data is swapped in place)
+        self.parameters = list(pl_module.parameters())
         self.placement = Placement.of(pl_module)
         self.layout = ParameterLayout.of(pl_module)
         loss = ElementwiseLoss(pl_module.criterion)
@@ -192,7 +191,6 @@ class LossChangeAllocation(pl.Callback):
             )
             for dataset in self.eval_sets.values()
         ]  # fmt: skip
-        self.builder = RecordBuilder(self.layout, self.placement.device)
         self._cache, self._theta_start, self._stepped = None, None, False
         self.recorded = 0
 
@@ -208,25 +206,29 @@ class LossChangeAllocation(pl.Callback):
         log_dir = trainer.log_dir  # collective under DDP: every rank asks
         if self._resume is not None:
             self.recorded = self._resume["position"]
-            self.builder.totals.load_state_dict(self._resume["totals"])
             self.path = Path(self._resume["store_path"])
         else:
             self.path = Path(self.store_path) if self.store_path else Path(log_dir or ".") / "lca.h5"
-        if trainer.is_global_zero:
-            if self._resume is not None:
-                self.store = LCAStore.resume(self.path, self._resume["position"])
-            else:
-                metadata = self._metadata(trainer, log_dir)
-                self.store = LCAStore.create(
-                    self.path,
-                    self.layout,
-                    metadata,
-                    self.class_names,
-                    self.eval_indices,
-                    dense=self.dense_every > 0,
-                )
-            self._log_estimate(trainer)
-            self._open_tensorboard(trainer)
+        if not trainer.is_global_zero:
+            return
+        builder = RecordBuilder(self.layout, self.placement.device)
+        if self._resume is not None:
+            builder.totals.load_state_dict(self._resume["totals"])
+            store = LCAStore.resume(self.path, self._resume["position"])
+        else:
+            metadata = self._metadata(trainer, log_dir)
+            store = LCAStore.create(
+                self.path,
+                self.layout,
+                metadata,
+                self.class_names,
+                self.eval_indices,
+                dense=self.dense_every > 0,
+            )
+        self._log_estimate(trainer)
+        tensorboard = self._tensorboard(trainer)
+        outputs = Outputs(store, self.dense_every, self.flush_every, self.histogram_every, tensorboard)
+        self.writer = RecordWriter(builder, outputs, background=self.placement.device.type == "cuda")
 
     def _metadata(self, trainer: pl.Trainer, log_dir: str | None) -> dict:
         config_file = Path(log_dir or ".") / "config.yaml"
@@ -269,21 +271,24 @@ class LossChangeAllocation(pl.Callback):
             f"{store_mib:,.1f} MiB for {steps:,} steps before compression, at {self.path}"
         )
 
-    def _open_tensorboard(self, trainer: pl.Trainer) -> None:
-        """One TensorBoard chart with the LCA of every parameter tensor, and a writer of the scalars into
-        the logger's folder (TensorBoard reads every event file of a run folder as one run)."""
+    @staticmethod
+    def _tensorboard(trainer: pl.Trainer) -> SummaryWriter | None:
+        """The logger's SummaryWriter, with one chart holding the LCA of every parameter tensor (the
+        writer adds the scalars in an event file of its own: TensorBoard reads every event file of a run
+        folder as one run)."""
         experiment = getattr(trainer.logger, "experiment", None)
-        if isinstance(experiment, SummaryWriter):
-            self._scalar_writer = FileWriter(experiment.get_logdir(), filename_suffix=".lca")
-            experiment.add_custom_scalars(
-                {
-                    "LCA": {
-                        "LCA per parameter tensor": ["Multiline", ["lca_layer/.*"]],
-                        "loss change and sum of LCA": ["Multiline", ["lca/loss_change", "lca/lca_sum"]],
-                        "fraction of parameters helped, hurt, zero": ["Multiline", ["lca/fraction_.*"]],
-                    }
+        if not isinstance(experiment, SummaryWriter):
+            return None
+        experiment.add_custom_scalars(
+            {
+                "LCA": {
+                    "LCA per parameter tensor": ["Multiline", ["lca_layer/.*"]],
+                    "loss change and sum of LCA": ["Multiline", ["lca/loss_change", "lca/lca_sum"]],
+                    "fraction of parameters helped, hurt, zero": ["Multiline", ["lca/fraction_.*"]],
                 }
-            )
+            }
+        )
+        return experiment
 
     # ---------------------------------------------------------------- the step
     @override
@@ -309,36 +314,29 @@ class LossChangeAllocation(pl.Callback):
         theta_start, theta_end = self._theta_start, self.current_theta()
         self._theta_start, self._stepped = None, False
         delta = theta_end.double() - theta_start.double()
-        starts = self._start_evaluations(theta_start)
-        integrals, splits = integrate(
-            self.evaluators,
-            theta_start,
-            theta_end,
-            delta,
-            starts,
-            self.integrator,
-            self.tolerance,
-            self.max_splits,
-        )
+        with ExitStack() as sessions:  # the module in LCA mode once for all of the step's evaluations
+            for evaluator in self.evaluators:
+                sessions.enter_context(evaluator.session())
+            starts = self._start_evaluations(theta_start)
+            integrals, splits = integrate(
+                self.evaluators, theta_start, theta_end, delta, starts, self.integrator, self.tolerance,
+                self.max_splits,
+            )  # fmt: skip
         self._cache = (theta_end, self.evaluators[0].buffers_snapshot(), [i.end for i in integrals])
         lca = integrals[0].grad.double() * delta
         # numbered by real updates: Lightning's global_step also counts steps an AMP scaler skipped
-        record = self.builder.build(
+        result = StepResult(
             self.recorded, trainer.global_step, trainer.current_epoch, splits, delta, lca, integrals[0],
             integrals[1] if self.with_val else None,
         )  # fmt: skip
         self.recorded += 1
-        if not record.valid:
-            rank_zero_warn(
-                f"LCA step {record.step}: the LCA loss or its gradient is not finite; the step is recorded "
-                "as invalid and left out of the running totals"
-            )
-        if trainer.is_global_zero:
-            self._write(trainer, record, lca)
+        if self.writer is not None:
+            self.writer.submit(result)
+            log_metrics(trainer, self.writer)
 
     def current_theta(self) -> torch.Tensor:
         """The flat vector of the parameters LCA tracks, in ``ParameterLayout`` order."""
-        return parameters_to_vector(self._module.parameters()).detach()
+        return parameters_to_vector(self.parameters).detach()
 
     def _start_evaluations(self, theta_start: torch.Tensor) -> list[Evaluation]:
         """The previous end point's evaluations when nothing moved since, else fresh ones."""
@@ -352,56 +350,16 @@ class LossChangeAllocation(pl.Callback):
                 return evaluations
         return [evaluate(theta_start) for evaluate in self.evaluators]
 
-    def _write(self, trainer: pl.Trainer, record: StepRecord, lca: torch.Tensor) -> None:
-        self.store.append(record)
-        if self.dense_every and record.step % self.dense_every == 0:
-            self.store.append_dense(record.step, lca)
-        if self.store.position % self.flush_every == 0:
-            self.store.flush(self.builder.totals)
-        self._log_scalars(trainer, record)
-        experiment = getattr(trainer.logger, "experiment", None)
-        wanted = self.histogram_every and record.step % self.histogram_every == 0 and record.valid
-        if wanted and hasattr(experiment, "add_histogram"):
-            experiment.add_histogram("lca/per_parameter", lca.float().cpu(), record.step)
-
-    def _log_scalars(self, trainer: pl.Trainer, record: StepRecord) -> None:
-        if trainer.logger is None:
-            return
-        metrics = self._scalars(record)
-        if self._scalar_writer is None:
-            trainer.logger.log_metrics(metrics, step=record.step)
-        else:  # one event for all of a step's values: a tenth of the cost of one event per value
-            values = [Summary.Value(tag=tag, simple_value=value) for tag, value in metrics.items()]
-            self._scalar_writer.add_summary(Summary(value=values), record.step)
-
-    def _scalars(self, record: StepRecord) -> dict[str, float]:
-        helped, hurt, zero = (record.counts.double() / self.layout.num_parameters).tolist()
-        metrics = {
-            "lca/loss_change": record.train.loss_change,
-            "lca/lca_sum": record.train.lca_sum,
-            "lca/integration_error": record.train.error,
-            "lca/fraction_helped": helped,
-            "lca/fraction_hurt": hurt,
-            "lca/fraction_zero": zero,
-            "lca/splits": record.splits,
-        }
-        metrics.update(
-            {
-                f"lca_layer/{name}": value
-                for name, value in zip(self.layout.names, record.train.layer_lca.tolist(), strict=True)
-            }
-        )
-        if record.val is not None:
-            metrics.update(
-                {"lca_val/loss_change": record.val.loss_change, "lca_val/lca_sum": record.val.lca_sum}
-            )
-        return metrics
-
     # ---------------------------------------------------------------- end, checkpoints
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        writer = self.writer
         self._close()
-        if self.report and trainer.is_global_zero and self.recorded:
+        if writer is None:
+            return
+        writer.raise_error()
+        log_metrics(trainer, writer)
+        if self.report and self.recorded:
             from callbacks.lca.report import write_report
 
             write_report(self.path, trainer.logger)
@@ -416,26 +374,30 @@ class LossChangeAllocation(pl.Callback):
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
-        if self._scalar_writer is not None:
-            self._scalar_writer.close()
-            self._scalar_writer = None
-        if self.store is not None:
-            self.store.close(self.builder.totals)
-            self.store = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     @override
     def state_dict(self) -> dict:
-        if self.store is not None:
-            self.store.flush(self.builder.totals)
         if self.path is None:  # not fitting yet
             return {}
-        return {
-            "store_path": str(self.path),
-            "position": self.recorded,
-            "totals": self.builder.totals.state_dict(),
-        }
+        state = {"store_path": str(self.path), "position": self.recorded}
+        if self.writer is not None:  # rank 0: the totals of every step so far, and the store up to date
+            self.writer.wait()
+            self.writer.outputs.store.flush(self.writer.builder.totals)
+            state["totals"] = self.writer.builder.totals.state_dict()
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:
             self._resume = state_dict
+
+
+def log_metrics(trainer: pl.Trainer, writer: RecordWriter) -> None:
+    """Log the scalars the writer made for a logger other than TensorBoard, from the training thread."""
+    while writer.metrics:
+        metrics, step = writer.metrics.popleft()
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=step)

@@ -257,38 +257,32 @@ def estimated_bytes(dataset: Dataset, dtype: torch.dtype) -> int:
 def chosen_storage(
     storage: Storage, nbytes: int, device: torch.device, dtype: torch.dtype, memory_cap: float | None
 ) -> str:
-    """Where the set is kept: ``storage`` checked against the memory it needs, or chosen for 'auto'."""
-    if storage not in STORAGES:
-        raise UserInputError(f"LCA eval_storage {storage!r} is not one of {', '.join(STORAGES)}")
+    """Where the set is kept: 'auto' resolved to the first place whose budget holds ``nbytes``, or the
+    place asked for, refused when the set exceeds ``memory_cap`` or the memory free there."""
     if storage == "dataset":
         return storage
-    places = ("device", "host") if device.type == "cuda" else ("device",)
-    if storage != "auto":
-        place = storage if storage in places else "device"  # on CPU, host memory is the device's
-        free = free_memory(device if place == "device" else torch.device("cpu"))
-        limits = [limit for limit in (memory_cap, free) if limit is not None]
-        if limits and nbytes > min(limits):
-            which = (
-                "eval_memory_cap_mib"
-                if memory_cap is not None and memory_cap <= min(limits)
-                else "free memory"
-            )
-            raise UserInputError(
-                f"the LCA evaluation set needs {nbytes / 2**20:,.0f} MiB in {dtype} but {which} allows "
-                f"{min(limits) / 2**20:,.0f} MiB on {place} ({device}): set eval_storage to dataset or auto "
-                "to stream it, or choose a smaller eval_size"
-            )
-        return place
-    for place in places:
-        free = free_memory(device if place == "device" else torch.device("cpu"))
-        budget = min(
-            x
-            for x in (memory_cap, None if free is None else BUDGET_FRACTION * free, float("inf"))
-            if x is not None
+    places = ("device", "host") if device.type == "cuda" else ("device",)  # on CPU, the host is the device
+    if storage == "auto":
+        budgets = {place: _limits(place, device, memory_cap, BUDGET_FRACTION) for place in places}
+        return next((place for place in places if nbytes <= min(budgets[place].values())), "dataset")
+    place = storage if storage in places else "device"
+    limits = _limits(place, device, memory_cap, 1.0)
+    which = min(limits, key=limits.get)
+    if nbytes > limits[which]:
+        raise UserInputError(
+            f"the LCA evaluation set needs {nbytes / 2**20:,.0f} MiB in {dtype} but {which} allows "
+            f"{limits[which] / 2**20:,.0f} MiB on {place} ({device}): set eval_storage to dataset or auto "
+            "to stream it, or choose a smaller eval_size"
         )
-        if nbytes <= budget:
-            return place
-    return "dataset"
+    return place
+
+
+def _limits(place: str, device: torch.device, memory_cap: float | None, fraction: float) -> dict[str, float]:
+    """The memory a set kept on ``place`` may take: ``fraction`` of the free memory there (when known) and
+    the cap (when given), by name; infinite when neither is known."""
+    free = free_memory(device if place == "device" else torch.device("cpu"))
+    limits = {"eval_memory_cap_mib": memory_cap, "free memory": None if free is None else fraction * free}
+    return {name: value for name, value in limits.items() if value is not None} or {"nothing": float("inf")}
 
 
 def free_memory(device: torch.device) -> int | None:

@@ -49,6 +49,12 @@ def has_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
+def has_tied_tensors(module: nn.Module) -> bool:
+    """Whether a parameter or buffer is reachable under two names."""
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    return len({id(tensor) for _, tensor in named}) < len(named)
+
+
 def local_sync_batch_norm_group(module: nn.Module, bn_mode: BatchNormMode) -> dist.ProcessGroup | None:
     """A process group of this rank alone, for SyncBatchNorm under DDP in 'batch_stats' mode: the LCA
     loss normalises each chunk with its own statistics, whatever the number of processes, so SyncBatchNorm
@@ -97,17 +103,46 @@ class LossEvaluator:
         self.local_group = local_group
         self.batch_coupled = bn_mode == "batch_stats" and has_batch_norm(module)
         self.grouped = chunks.grouped
+        # functional_call unties shared tensors by walking the whole module at every call: only when needed
+        self.tied = has_tied_tensors(module)
+        self._buffers: dict[str, torch.Tensor] | None = None  # the live buffers, inside a session
 
     def __call__(self, theta: torch.Tensor) -> Evaluation:
         """The loss (and gradient) at the flat parameter vector ``theta``, summed over all ranks."""
-        with self._lca_mode():
+        with self.session() as buffers:
             if self.num_classes is None:
-                evaluation = self._class_free(theta)
+                evaluation = self._class_free(theta, buffers)
             elif self.grouped:
-                evaluation = self._grouped(theta)
+                evaluation = self._grouped(theta, buffers)
             else:
-                evaluation = self._masked(theta)
+                evaluation = self._masked(theta, buffers)
         return self._reduced(evaluation)
+
+    @contextmanager
+    def session(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The module in LCA mode and its buffers as they are now, for every evaluation inside (the
+        evaluations of one step): dropout off, batch norm in training mode only for 'batch_stats',
+        SyncBatchNorm on this rank's own group. Restores every module's mode and group."""
+        if self._buffers is not None:
+            yield self._buffers
+            return
+        modules = list(self.module.modules())
+        modes = [m.training for m in modules]
+        synced = [m for m in modules if isinstance(m, nn.SyncBatchNorm)] if self.local_group else []
+        groups = [m.process_group for m in synced]
+        for module in modules:
+            module.training = self.batch_coupled and isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for module in synced:
+            module.process_group = self.local_group
+        self._buffers = dict(self.module.named_buffers())
+        try:
+            yield self._buffers
+        finally:
+            self._buffers = None
+            for module, training in zip(modules, modes, strict=True):
+                module.training = training
+            for module, group in zip(synced, groups, strict=True):
+                module.process_group = group
 
     def buffers_snapshot(self) -> dict[str, torch.Tensor]:
         """The buffers the loss depends on: in 'eval' mode the running statistics (not the batch counter,
@@ -120,11 +155,12 @@ class LossEvaluator:
             if not name.endswith("num_batches_tracked")
         }
 
-    def _state(self, parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        buffers = dict(self.module.named_buffers())
-        if self.batch_coupled:  # batch norm in training mode writes its running statistics: give it copies
+    def _forward(self, parameters: dict, buffers: dict, inputs: torch.Tensor) -> torch.Tensor:
+        """The module's outputs for ``inputs`` with ``parameters`` and (copies of, when batch norm in
+        training mode would update them) ``buffers``."""
+        if self.batch_coupled:
             buffers = {name: b.clone() for name, b in buffers.items()}
-        return {**buffers, **parameters}
+        return functional_call(self.module, {**buffers, **parameters}, (inputs,), tie_weights=self.tied)
 
     def _leaves(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """One leaf tensor per parameter: differentiating through slices of the flat vector instead would
@@ -137,12 +173,12 @@ class LossEvaluator:
     def _flat(gradients, batch_dims: int = 0) -> torch.Tensor:
         return torch.cat([g.flatten(batch_dims) for g in gradients], dim=batch_dims)
 
-    def _class_free(self, theta: torch.Tensor) -> Evaluation:
+    def _class_free(self, theta: torch.Tensor, buffers: dict) -> Evaluation:
         parameters = self._leaves(theta)
         loss = torch.zeros((), dtype=torch.float64, device=theta.device)
         with torch.enable_grad():
             for chunk in self.chunks:
-                outputs = functional_call(self.module, self._state(parameters), (chunk.inputs,))
+                outputs = self._forward(parameters, buffers, chunk.inputs)
                 chunk_loss = (self.loss_fn(outputs, chunk.targets) * chunk.weights).sum()
                 chunk_loss.backward()
                 loss += chunk_loss.detach().double()
@@ -150,7 +186,7 @@ class LossEvaluator:
         grads = (p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters.values())
         return Evaluation(loss, self._flat(grads))
 
-    def _masked(self, theta: torch.Tensor) -> Evaluation:
+    def _masked(self, theta: torch.Tensor, buffers: dict) -> Evaluation:
         """Per-class terms from one forward pass and one backward batched over the class masks: exact
         when examples interact (batch statistics) and when one example holds several classes (pixels)."""
         parameters = self._leaves(theta)
@@ -159,7 +195,7 @@ class LossEvaluator:
         class_grad = torch.zeros(self.num_classes, theta.numel(), dtype=theta.dtype, device=theta.device)
         with torch.enable_grad():
             for chunk in self.chunks:
-                outputs = functional_call(self.module, self._state(parameters), (chunk.inputs,))
+                outputs = self._forward(parameters, buffers, chunk.inputs)
                 losses = self.loss_fn(outputs, chunk.targets)
                 is_class = chunk.targets.long() == classes.view(-1, *[1] * chunk.targets.dim())
                 masks = is_class * chunk.weights  # (C, *targets.shape), the shape of the element losses
@@ -173,13 +209,13 @@ class LossEvaluator:
                 class_grad += self._flat(grads, batch_dims=1)
         return Evaluation(class_loss.sum(), class_grad.sum(0), class_loss, class_grad)
 
-    def _grouped(self, theta: torch.Tensor) -> Evaluation:
+    def _grouped(self, theta: torch.Tensor, buffers: dict) -> Evaluation:
         """Per-class terms in one vectorised pass: ``vmap`` over rows holding one class each, so the
         cost is that of a single class-free pass (plus padding)."""
         parameters = {name: view.detach() for name, view in self.layout.unflatten(theta).items()}
 
         def row_loss(parameters: dict, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor):
-            outputs = functional_call(self.module, self._state(parameters), (inputs,))
+            outputs = self._forward(parameters, buffers, inputs)
             return (self.loss_fn(outputs, targets) * weights).sum()
 
         class_loss = torch.zeros(self.num_classes, dtype=torch.float64, device=theta.device)
@@ -199,23 +235,3 @@ class LossEvaluator:
                 for value in (evaluation.loss, evaluation.grad, evaluation.class_loss, evaluation.class_grad)
             )  # fmt: skip
         )
-
-    @contextmanager
-    def _lca_mode(self) -> Iterator[None]:
-        """Dropout off; batch norm in training mode only for 'batch_stats', SyncBatchNorm on this rank's
-        own group. Restores every module's mode and group."""
-        modules = list(self.module.modules())
-        modes = [m.training for m in modules]
-        synced = [m for m in modules if isinstance(m, nn.SyncBatchNorm)] if self.local_group else []
-        groups = [m.process_group for m in synced]
-        for module in modules:
-            module.training = self.batch_coupled and isinstance(module, nn.modules.batchnorm._BatchNorm)
-        for module in synced:
-            module.process_group = self.local_group
-        try:
-            yield
-        finally:
-            for module, training in zip(modules, modes, strict=True):
-                module.training = training
-            for module, group in zip(synced, groups, strict=True):
-                module.process_group = group

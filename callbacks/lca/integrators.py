@@ -60,8 +60,10 @@ class _SimpsonSums:
         self.odd = sum(_gradients(point) for point in points)
 
     def mean(self, splits: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        total = self.ends + 4 * self.odd + (2 * self.even if self.even is not None else 0)
-        mean = total / (3 * splits)
+        mean = torch.add(self.ends, self.odd, alpha=4)
+        if self.even is not None:
+            mean.add_(self.even, alpha=2)
+        mean.div_(3 * splits)
         return (mean.sum(0), mean) if self.per_class else (mean, None)
 
 
@@ -80,7 +82,7 @@ def integrate(
     (1 for first_order, 2 for rk4)."""
 
     def evaluate_at(fraction: float) -> list[Evaluation]:
-        point = (theta_start.double() + fraction * delta).to(theta_start.dtype)
+        point = torch.lerp(theta_start, theta_end, fraction)
         return [evaluate(point) for evaluate in evaluators]
 
     ends = [evaluate(theta_end) for evaluate in evaluators]

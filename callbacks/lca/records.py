@@ -1,9 +1,11 @@
 """Per-step LCA records and per-parameter running totals, computed from one step's LCA vectors.
 
 Memory is O(parameters): one step's vectors, the totals (Σ LCA and the counts of iterations each
-parameter helped, hurt or did neither) and a fixed-bin histogram of every LCA value seen.
+parameter helped, hurt or did neither) and a fixed-bin histogram of every LCA value seen. Every reduction
+is one vectorised pass over the step's vectors: this work is on the training's critical path.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -70,7 +72,6 @@ class RunningTotals:
     lca: torch.Tensor
     helped: torch.Tensor
     hurt: torch.Tensor
-    zero: torch.Tensor
     histogram: torch.Tensor = field(default_factory=lambda: torch.zeros(2, HISTOGRAM_BINS, dtype=torch.int64))
     steps: int = 0
 
@@ -79,21 +80,23 @@ class RunningTotals:
         def counts() -> torch.Tensor:
             return torch.zeros(num_parameters, dtype=torch.int32, device=device)
 
-        return cls(
-            torch.zeros(num_parameters, dtype=torch.float64, device=device), counts(), counts(), counts()
-        )
+        return cls(torch.zeros(num_parameters, dtype=torch.float64, device=device), counts(), counts())
+
+    @property
+    def zero(self) -> torch.Tensor:
+        """Iterations each parameter neither helped nor hurt."""
+        return self.steps - self.helped - self.hurt
 
     def add(self, lca: torch.Tensor, helped: torch.Tensor, hurt: torch.Tensor) -> None:
         """Add one step's LCA; ``helped`` and ``hurt`` are its masks ``lca < 0`` and ``lca > 0``."""
         self.lca += lca
         self.helped += helped
         self.hurt += hurt
-        self.zero += ~(helped | hurt)
-        self.histogram += value_histogram(lca, helped, hurt)
+        self.histogram += value_histogram(lca)
         self.steps += 1
 
     def state_dict(self) -> dict:
-        return {name: getattr(self, name) for name in ("lca", "helped", "hurt", "zero", "histogram", "steps")}
+        return {name: getattr(self, name) for name in ("lca", "helped", "hurt", "histogram", "steps")}
 
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():
@@ -101,15 +104,21 @@ class RunningTotals:
             setattr(self, name, value.to(current.device) if isinstance(value, torch.Tensor) else value)
 
 
-def value_histogram(lca: torch.Tensor, helped: torch.Tensor, hurt: torch.Tensor) -> torch.Tensor:
-    """Counts of negative (row 0) and positive (row 1) values on the fixed octave bins, from the binary
-    exponents (no logarithm); zeros go to a spare bin that is dropped (the totals count them)."""
-    _, exponent = torch.frexp(lca)  # |lca| = |mantissa| * 2^exponent with |mantissa| in [0.5, 1)
-    index = exponent.sub_(1 + EXPONENT_MIN).clamp_(0, HISTOGRAM_BINS - 1)
-    index = torch.where(hurt, index + HISTOGRAM_BINS, index)
-    index = torch.where(helped | hurt, index, 2 * HISTOGRAM_BINS)
-    counts = torch.bincount(index, minlength=2 * HISTOGRAM_BINS + 1)
-    return counts[: 2 * HISTOGRAM_BINS].view(2, HISTOGRAM_BINS).cpu()
+def value_histogram(lca: torch.Tensor) -> torch.Tensor:
+    """Counts of the negative (row 0) and positive (row 1) values of the float64 ``lca`` on the fixed
+    octave bins, read from their sign and exponent bits (one count over 4,096 sign-exponent pairs, then
+    folded into the bins). Zeros are not counted (the totals count them), nor values below 2^-1022."""
+    biased = (lca.view(torch.int64) >> 52) + 2048  # sign and biased exponent E: negative E, positive 2048 + E
+    by_exponent = torch.bincount(biased, minlength=4096).cpu().view(2, 2048)[:, 1:]  # E = 1..2047
+    first = 1023 + EXPONENT_MIN  # E of 2^EXPONENT_MIN: bin 0 holds E <= first, bin k holds E = first + k
+    return torch.cat(
+        [
+            by_exponent[:, :first].sum(1, keepdim=True),
+            by_exponent[:, first : first + HISTOGRAM_BINS - 2],
+            by_exponent[:, first + HISTOGRAM_BINS - 2 :].sum(1, keepdim=True),
+        ],
+        dim=1,
+    )
 
 
 class RecordBuilder:
@@ -123,6 +132,13 @@ class RecordBuilder:
         """Sums over each parameter tensor of the last dimension, in float64."""
         parts = values.split(self.layout.sizes, dim=-1)
         return torch.stack([part.sum(-1, dtype=torch.float64) for part in parts], dim=-1)
+
+    def per_tensor_dot(self, grads: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Σ grads * delta over each parameter tensor, for every row of ``grads`` (C, K): one
+        matrix-vector product per tensor, in the gradients' precision, as float64 (C, tensors)."""
+        sizes = self.layout.sizes
+        pieces = zip(grads.split(sizes, dim=-1), delta.to(grads.dtype).split(sizes), strict=True)
+        return torch.stack([g @ d for g, d in pieces], dim=-1).double()
 
     def count_per_tensor(self, mask: torch.Tensor) -> torch.Tensor:
         return torch.stack([part.count_nonzero() for part in mask.split(self.layout.sizes)])
@@ -146,7 +162,8 @@ class RecordBuilder:
         val: PathIntegral | None,
     ) -> StepRecord:
         """The record of a step; ``lca`` = ``train.grad`` * ``delta``, the per-parameter LCA in float64."""
-        valid = train.start.finite and train.end.finite and bool(torch.isfinite(lca).all())
+        train_record = self._set_record(train, delta, lca)
+        valid = train.start.finite and train.end.finite and math.isfinite(train_record.lca_sum)
         helped, hurt = lca < 0, lca > 0
         if valid:
             self.totals.add(lca, helped, hurt)
@@ -159,7 +176,7 @@ class RecordBuilder:
             epoch=epoch,
             valid=valid,
             splits=splits,
-            train=self._set_record(train, delta, lca),
+            train=train_record,
             layer_counts=layer_counts.cpu(),
             neuron_lca=self.per_neuron(lca).float().cpu(),
             val=self._set_record(val, delta, val.grad.double() * delta) if val is not None else None,
@@ -168,7 +185,7 @@ class RecordBuilder:
     def _set_record(self, integral: PathIntegral, delta: torch.Tensor, lca: torch.Tensor) -> SetRecord:
         class_layer = None
         if integral.class_grad is not None:
-            class_layer = self.per_tensor(integral.class_grad * delta).cpu()
+            class_layer = self.per_tensor_dot(integral.class_grad, delta).cpu()
         return SetRecord(
             loss_start=float(integral.start.loss),
             loss_end=float(integral.end.loss),
