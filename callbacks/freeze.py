@@ -1,6 +1,8 @@
 """Freeze named layers from a given optimizer step on (the LCA paper's freezing experiment)."""
 
 import lightning.pytorch as pl
+from torch import nn
+from typing_extensions import override
 
 from lightning_app.errors import UserInputError
 
@@ -22,8 +24,10 @@ class FreezeLayers(pl.Callback):
     def __init__(self, layers: list[str], from_step: int = 0) -> None:
         self.layers = layers
         self.from_step = from_step
+        self.parameters: list[nn.Parameter] = []  # found in setup; the strategy keeps Parameter objects
         self.frozen = False
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         modules = dict(pl_module.named_modules())
         unknown = [name for name in self.layers if name not in modules]
@@ -39,6 +43,7 @@ class FreezeLayers(pl.Callback):
         if self.from_step == 0:  # before DDP wraps the model, so it never expects their gradients
             self._freeze()
 
+    @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int
     ) -> None:

@@ -5,9 +5,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
+from typing_extensions import override
 
 from datamodules.spacenet.assembly import TileAssembler, building_probability
-from datamodules.spacenet.dataset import Tile
+from datamodules.spacenet.dataset import SpaceNetDataset, Tile
 from datamodules.spacenet.geo_output import (
     proposal_rows,
     scored_polygons,
@@ -41,7 +42,13 @@ class SpaceNetPredictionWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.threshold = threshold
         self.min_area = min_area
+        # per predict run
+        self.folder: Path | None = None
+        self.dataset: SpaceNetDataset | None = None
+        self.assembler: TileAssembler | None = None
+        self.rows: dict[str, list[tuple]] = {}
 
+    @override
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.folder = Path(self.output_dir or Path(trainer.log_dir or ".") / "predictions")
         self.dataset = trainer.predict_dataloaders.dataset
@@ -50,6 +57,7 @@ class SpaceNetPredictionWriter(BasePredictionWriter):
         self.assembler = TileAssembler(self.dataset)
         self.rows: dict[str, list[tuple]] = {}
 
+    @override
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
     ) -> None:
@@ -68,6 +76,7 @@ class SpaceNetPredictionWriter(BasePredictionWriter):
         )
         self.rows[tile_id] = proposal_rows(tile_id, polygons)
 
+    @override
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.assembler.incomplete:
             raise UserInputError(

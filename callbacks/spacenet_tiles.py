@@ -6,9 +6,11 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from typing_extensions import override
 
 from callbacks.inspection import display_images, tensorboard
 from callbacks.mosaic import mosaic_figure
+from callbacks.placement import Placement
 from datamodules.spacenet.assembly import TileAssembler, building_probability
 from datamodules.spacenet.building_score import MIN_AREA, Proposal, score_image
 from datamodules.spacenet.dataset import SpaceNetDataset
@@ -58,12 +60,14 @@ class SpaceNetTileEvaluation(pl.Callback):
         self.batch_size = batch_size
         self.truth: dict[int, list] = {}  # label polygons per tile, read once per run
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not hasattr(trainer.datamodule, "full_tile_dataset"):
             raise UserInputError(
                 "SpaceNetTileEvaluation needs the SpaceNet data module (full tiles, label polygons)"
             )
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
@@ -96,9 +100,10 @@ class SpaceNetTileEvaluation(pl.Callback):
         mine = set(tiles[trainer.global_rank :: trainer.world_size])
         indices = [i for i, window in enumerate(dataset.windows) if window.tile in mine]
         assembler = TileAssembler(dataset)
+        placement = Placement.of(pl_module)
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start : start + self.batch_size]
-            images = torch.stack([dataset[i][0] for i in batch]).to(pl_module.device)
+            images = placement.cast(torch.stack([dataset[i][0] for i in batch]))
             with torch.no_grad(), trainer.precision_plugin.forward_context():
                 predictions = probabilities(pl_module(images).float()).cpu().numpy()
             for index, prediction in zip(batch, predictions, strict=True):

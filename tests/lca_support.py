@@ -1,5 +1,5 @@
-"""Test-only pieces for LCA runs: data in a fixed order, a process that dies mid-run, and SyncBatchNorm
-on CPU processes."""
+"""Test-only pieces for LCA runs: data in a fixed order, a process that dies mid-run, the parameters of
+every step, and SyncBatchNorm on CPU processes."""
 
 import os
 
@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_reduce
 from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader, DistributedSampler
 
 from datamodules.mnist import MNISTDataModule
@@ -36,6 +37,23 @@ class CountingEvaluator:
     def __call__(self, theta):
         self.calls += 1
         return self.evaluator(theta)
+
+
+class ParameterTrail(pl.Callback):
+    """The flat parameter vector before and after every training batch, and the buffers after it (those
+    LCA evaluates with in 'eval' mode), on the CPU."""
+
+    def __init__(self) -> None:
+        self.before: list[torch.Tensor] = []
+        self.after: list[torch.Tensor] = []
+        self.buffers: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.before.append(parameters_to_vector(pl_module.parameters()).detach().cpu().clone())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.after.append(parameters_to_vector(pl_module.parameters()).detach().cpu().clone())
+        self.buffers.append({name: b.detach().cpu().clone() for name, b in pl_module.named_buffers()})
 
 
 class ExitAtStep(pl.Callback):

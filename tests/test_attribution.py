@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from callbacks.attribution.methods import METHODS, AttributionMethod
-from callbacks.attribution.sanity import randomisation_correlation, randomised_copy
+from callbacks.attribution.sanity import randomisation_correlation, randomised_copy, sensitivity_score
 from callbacks.attribution.targets import Scores, class_index, resolve_targets
 from callbacks.inspection import inspected_copy
 from callbacks.model_copy import CallSiteCopies, find_layer, inspection_copy
@@ -142,3 +142,14 @@ def test_bad_method_names_arguments_layers_and_targets_get_clear_errors():
         class_index(12, [], 10)
     with pytest.raises(UserInputError, match="'dog' is not a class name; the classes are"):
         class_index("dog", ["0", "1"], 2)
+
+
+@pytest.mark.parametrize("name", ["LayerGradCam", "Saliency"])
+def test_sanity_scores_of_a_three_band_model(name):
+    torch.manual_seed(0)
+    scores = Scores(inspection_copy(TinyCNN(channels=3), torch.rand(1, 3, 8, 8)), segmentation=False)
+    inputs = torch.rand(2, 3, 8, 8, requires_grad=True)
+    targets = resolve_targets("predicted", scores(inputs), torch.zeros(2), [])
+    method = AttributionMethod(name)
+    assert method.attribute(scores, inputs, targets.classes).values.is_contiguous()
+    assert torch.isfinite(torch.tensor(sensitivity_score(method, scores, inputs, targets)))

@@ -25,24 +25,10 @@ from models.classification import ClassificationModule
 from models.nets.fc import FullyConnected
 from models.nets.lenet_keras import LeNetKeras
 from models.nets.resnet_cifar import ResNetCIFAR
-from tests.lca_support import CountingEvaluator
+from tests.lca_support import CountingEvaluator, ParameterTrail
 
 ROOT = Path(__file__).parents[1]
 QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "limit_val_batches": 0}
-
-
-class ParameterTrail(pl.Callback):
-    """The flat parameter vector before and after every training batch."""
-
-    def __init__(self) -> None:
-        self.before: list[torch.Tensor] = []
-        self.after: list[torch.Tensor] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.before.append(parameters_to_vector(pl_module.parameters()).detach().clone())
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.after.append(parameters_to_vector(pl_module.parameters()).detach().clone())
 
 
 def plain_loss_and_gradient(net, theta, inputs, labels, chunk_size, batch_stats):
@@ -213,3 +199,60 @@ def test_inspection_callbacks_run_on_a_float64_model():
     assert {"attribution/Saliency", "attribution/LayerGradCam", "embedding/tsne"} <= set(
         events.Tags()["images"]
     )
+
+
+# ------------------------------------------------------------------ bring your own LightningModule
+class OwnModule(pl.LightningModule):
+    """A LightningModule written from scratch: the README's example of the callbacks' contract."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                       torch.nn.Linear(4 * 26 * 26, 10))  # fmt: skip
+        self.criterion = torch.nn.CrossEntropyLoss()
+        self.num_classes = 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return self.criterion(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_module_of_ones_own_works_with_every_callback():
+    lca = LossChangeAllocation(eval_size=100, report=False)
+    attribution = AttributionCallback(methods={"Saliency": {}, "LayerGradCam": {}}, every_n_epochs=0)
+    trainer = pl.Trainer(
+        max_steps=3, callbacks=[lca, attribution, ActivationCallback(every_n_epochs=0)],
+        enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0, default_root_dir=".",
+    )  # fmt: skip
+    trainer.fit(OwnModule(), MNISTDataModule(source="sample"))
+    run = LCARun(Path(trainer.log_dir) / "lca.h5")
+    assert len(run.steps["step"]) == 3 and run.class_names == [str(c) for c in range(10)]
+    assert set(attribution.sanity) == {"Saliency", "LayerGradCam"}
+
+
+def test_a_module_missing_part_of_the_contract_is_told_what():
+    module = OwnModule()
+    del module.num_classes
+    trainer = pl.Trainer(max_steps=1, callbacks=[AttributionCallback()], **QUIET)
+    with pytest.raises(
+        UserInputError,
+        match=r"AttributionCallback needs the LightningModule to provide criterion, num_classes, forward; "
+        r"OwnModule lacks num_classes \(see callbacks.contracts.InspectableModule\)",
+    ):
+        trainer.fit(module, MNISTDataModule(source="sample"))
+
+
+def test_bare_dataloaders_are_told_a_data_module_is_needed():
+    loader = MNISTDataModule(source="sample").train_dataloader()
+    trainer = pl.Trainer(max_steps=1, callbacks=[LossChangeAllocation()], **QUIET)
+    with pytest.raises(
+        UserInputError,
+        match=r"LossChangeAllocation needs a data module; none was given \(pass a LightningDataModule",
+    ):
+        trainer.fit(OwnModule(), train_dataloaders=loader)

@@ -145,7 +145,7 @@ class AttributionMethod:
             values = self.captum_class(scores, layer).attribute(inputs, target=targets, **kwargs)
             if values.shape[-2:] != inputs.shape[-2:]:
                 values = LayerAttribution.interpolate(values, tuple(inputs.shape[-2:]), "bilinear")
-            return Attributions(values.expand_as(inputs).detach())
+            return Attributions(values.expand_as(inputs).detach().contiguous())
         if self.name == "Occlusion":
             window, stride = self.params.get("window", 4), self.params.get("stride", 2)
             kwargs |= {

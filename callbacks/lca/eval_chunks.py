@@ -9,7 +9,7 @@ kept is ``storage``:
   ``device``.
 - ``dataset``: not kept: the data module's dataset is read by a DataLoader (``workers`` processes, one
   chunk ahead) at every evaluation: sets larger than host memory, such as a whole SpaceNet train split.
-  Memory stays within about two chunks.
+  Memory does not grow with the set: one chunk in use, one on its way.
 - ``auto``: the first of device, host, dataset whose copy of the set fits its budget: half the memory
   free on the device (or the host) when fit starts, or ``memory_cap`` if that is smaller.
 
@@ -86,6 +86,13 @@ class ChunkSpec:
             counted = counted * ~self.padding
         return Chunk(inputs, targets, counted * scale)
 
+    def take(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This chunk's items of a tensor holding the whole set: a view for consecutive items."""
+        first, count = int(self.positions.min()), self.positions.numel()
+        if self.positions.dim() == 1 and int(self.positions[-1]) == first + count - 1:
+            return tensor[first : first + count]
+        return tensor[self.positions.flatten()]
+
 
 @dataclass
 class SetSummary:
@@ -98,17 +105,28 @@ class SetSummary:
     total: float
 
 
+@dataclass
+class ChunkPlan:
+    """This rank's chunks, whether they are class rows, the denominator of the mean over the whole set,
+    and the bytes the whole set takes as chunks."""
+
+    specs: list[ChunkSpec]
+    grouped: bool
+    total: float
+    nbytes: int
+
+
 class EvaluationChunks(ABC):
     """This rank's chunks of the evaluation set, on the model's device and in its dtype, in a fixed
     order; iterate to evaluate. ``grouped``: chunks are class rows."""
 
     storage: str
 
-    def __init__(self, specs: list[ChunkSpec], total: float, nbytes: int) -> None:
-        self.specs = specs
-        self.total = total
-        self.nbytes = nbytes
-        self.grouped = bool(specs) and specs[0].positions.dim() == 2
+    def __init__(self, plan: ChunkPlan) -> None:
+        self.specs = plan.specs
+        self.grouped = plan.grouped
+        self.total = plan.total
+        self.nbytes = plan.nbytes
 
     @abstractmethod
     def __iter__(self) -> Iterator[Chunk]: ...
@@ -119,8 +137,8 @@ class DeviceChunks(EvaluationChunks):
 
     storage = "device"
 
-    def __init__(self, chunks: list[Chunk], specs: list[ChunkSpec], total: float, nbytes: int) -> None:
-        super().__init__(specs, total, nbytes)
+    def __init__(self, plan: ChunkPlan, chunks: list[Chunk]) -> None:
+        super().__init__(plan)
         self.chunks = chunks
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -132,10 +150,8 @@ class HostChunks(EvaluationChunks):
 
     storage = "host"
 
-    def __init__(
-        self, chunks: list[Chunk], specs: list[ChunkSpec], total: float, nbytes: int, device: torch.device
-    ) -> None:
-        super().__init__(specs, total, nbytes)
+    def __init__(self, plan: ChunkPlan, chunks: list[Chunk], device: torch.device) -> None:
+        super().__init__(plan)
         self.chunks = [chunk.pin_memory() for chunk in chunks]
         self.device = device
         self.copy_stream = torch.cuda.Stream(device)
@@ -164,20 +180,18 @@ class DatasetChunks(EvaluationChunks):
 
     def __init__(
         self,
+        plan: ChunkPlan,
         dataset: Dataset,
-        specs: list[ChunkSpec],
-        total: float,
-        nbytes: int,
         loss: ElementwiseLoss,
         device: torch.device,
         dtype: torch.dtype,
         workers: int,
     ) -> None:
-        super().__init__(specs, total, nbytes)
+        super().__init__(plan)
         self.loss = loss
         self.device = device
         self.dtype = dtype
-        batches = [spec.positions.flatten().tolist() for spec in specs]
+        batches = [spec.positions.flatten().tolist() for spec in self.specs]
         self.loader = _loader(dataset, batches, workers, pin_memory=device.type == "cuda")
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -229,21 +243,18 @@ def evaluation_chunks(
     summary = read_set(dataset, loss, chunk_size, keep=place != "dataset", workers=workers)
     if summary.total <= 0:
         raise UserInputError("the LCA evaluation set has no element to score (all targets ignored)")
-    specs = plan(len(dataset), chunk_size, summary.labels if class_rows else None, class_rows)[
-        rank::world_size
-    ]
+    specs = plan(len(dataset), chunk_size, summary.labels if class_rows else None, class_rows)
+    grouped = specs[0].positions.dim() == 2
+    mine = ChunkPlan(specs[rank::world_size], grouped, summary.total, nbytes)
     if place == "dataset":
-        return DatasetChunks(dataset, specs, summary.total, nbytes, loss, device, dtype, workers)
+        return DatasetChunks(mine, dataset, loss, device, dtype, workers)
     chunks = [
-        spec.chunk(summary.inputs[spec.positions.flatten()], summary.targets[spec.positions.flatten()],
-                   loss, 1 / summary.total)
-        for spec in specs
-    ]  # fmt: skip
+        spec.chunk(spec.take(summary.inputs), spec.take(summary.targets), loss, 1 / summary.total)
+        for spec in mine.specs
+    ]
     if place == "host":
-        return HostChunks(
-            [c.to(torch.device("cpu"), dtype) for c in chunks], specs, summary.total, nbytes, device
-        )
-    return DeviceChunks([c.to(device, dtype) for c in chunks], specs, summary.total, nbytes)
+        return HostChunks(mine, [c.to(torch.device("cpu"), dtype) for c in chunks], device)
+    return DeviceChunks(mine, [c.to(device, dtype) for c in chunks])
 
 
 def estimated_bytes(dataset: Dataset, dtype: torch.dtype) -> int:
@@ -308,17 +319,20 @@ def read_set(
         for start in range(0, len(dataset), chunk_size)
     ]
     loader = _loader(dataset, batches, 0 if keep else workers, pin_memory=False)
-    inputs, targets, labels, total = [], [], [], 0.0
-    for x, y in loader:
+    inputs = targets = None
+    labels, total = [], 0.0
+    for batch, (x, y) in zip(batches, loader, strict=True):
         total += loss.total(y)
-        if keep:
-            inputs.append(x)
-            targets.append(y)
+        if keep:  # filled in place: a list of batches concatenated at the end would need twice the memory
+            if inputs is None:
+                inputs = x.new_empty((len(dataset), *x.shape[1:]))
+                targets = y.new_empty((len(dataset), *y.shape[1:]))
+            inputs[batch[0] : batch[-1] + 1] = x
+            targets[batch[0] : batch[-1] + 1] = y
         elif y.dim() == 1:
             labels.append(y)
     if keep:
-        stacked = torch.cat(targets)
-        return SetSummary(torch.cat(inputs), stacked, stacked if stacked.dim() == 1 else None, total)
+        return SetSummary(inputs, targets, targets if targets.dim() == 1 else None, total)
     return SetSummary(None, None, torch.cat(labels) if labels else None, total)
 
 
