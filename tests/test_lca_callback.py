@@ -379,6 +379,16 @@ def test_lca_scalars_reach_a_logger_other_than_tensorboard():
     np.testing.assert_allclose([float(row["lca/lca_sum"]) for row in rows], stored, rtol=1e-6)
 
 
+def test_a_checkpoint_saved_after_fit_holds_the_running_totals():
+    lca = LossChangeAllocation(eval_size=100, report=False)
+    trainer = bare_trainer(lca, max_steps=3)
+    trainer.fit(ClassificationModule(FullyConnected()), datamodule=MNISTDataModule(source="sample"))
+    trainer.save_checkpoint("after.ckpt")
+    state = torch.load("after.ckpt", weights_only=False)["callbacks"]["LossChangeAllocation"]
+    assert state["position"] == 3 and state["totals"]["steps"] == 3
+    np.testing.assert_array_equal(state["totals"]["lca"].numpy(), LCARun(Path("lca.h5")).totals["lca"])
+
+
 class ReadStoreDuringTraining(pl.Callback):
     def __init__(self) -> None:
         self.rows_seen = None

@@ -353,12 +353,11 @@ class LossChangeAllocation(pl.Callback):
     # ---------------------------------------------------------------- end, checkpoints
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        writer = self.writer
         self._close()
-        if writer is None:
+        if self.writer is None:
             return
-        writer.raise_error()
-        log_metrics(trainer, writer)
+        self.writer.raise_error()
+        log_metrics(trainer, self.writer)
         if self.report and self.recorded:
             from callbacks.lca.report import write_report
 
@@ -375,8 +374,7 @@ class LossChangeAllocation(pl.Callback):
             hook.remove()
         self._hooks = []
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            self.writer.close()  # kept: its totals go into checkpoints saved after fit
 
     @override
     def state_dict(self) -> dict:
@@ -384,8 +382,7 @@ class LossChangeAllocation(pl.Callback):
             return {}
         state = {"store_path": str(self.path), "position": self.recorded}
         if self.writer is not None:  # rank 0: the totals of every step so far, and the store up to date
-            self.writer.wait()
-            self.writer.outputs.store.flush(self.writer.builder.totals)
+            self.writer.flush()
             state["totals"] = self.writer.builder.totals.state_dict()
         return state
 

@@ -68,6 +68,7 @@ class RecordWriter:
         )
         self.metrics: deque[tuple[dict[str, float], int]] = deque()  # for a logger other than TensorBoard
         self.error: BaseException | None = None
+        self.closed = False
         self.queue: queue.Queue[StepResult | None] = queue.Queue(maxsize=depth)
         self.thread: threading.Thread | None = None
         if background:
@@ -90,12 +91,21 @@ class RecordWriter:
         self.queue.join()
         self.raise_error()
 
+    def flush(self) -> None:
+        """Every submitted step and the running totals in the store (nothing to do once closed)."""
+        if not self.closed:
+            self.wait()
+            self.outputs.store.flush(self.builder.totals)
+
     def raise_error(self) -> None:
         if self.error is not None:
             raise self.error
 
     def close(self) -> None:
         """Write what is queued, then close the store and the event file; also after an error."""
+        if self.closed:
+            return
+        self.closed = True
         if self.thread is not None:
             self.queue.put(None)
             self.thread.join()
