@@ -1,9 +1,11 @@
 """Report commands: turn what a run recorded into the figures and numbers of the papers.
 
     python -m lightning_app.report lca RUN_DIR [--compare OTHER_RUN_DIR] [--json] [--sync-layers N]
+        [--out FOLDER]
 
 ``lca`` reads ``RUN_DIR/lca.h5`` (or the store file given directly), writes PNG figures to
-``RUN_DIR/lca_report/`` and prints a summary; with ``--json``, one JSON object.
+``RUN_DIR/lca_report/`` (or ``--out``) and prints a summary; with ``--json``, one JSON object. A store
+that is cut short or fails its checksums is refused, naming what is damaged.
 """
 
 import argparse
@@ -28,7 +30,7 @@ def lca(args: argparse.Namespace) -> None:
 
     store = store_path(args.run_dir)
     compare = store_path(args.compare) if args.compare else None
-    numbers = write_report(store, compare=compare, min_layers=args.sync_layers)
+    numbers = write_report(store, compare=compare, min_layers=args.sync_layers, out=args.out)
     if args.json:
         print(json.dumps(numbers))
         return
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     report.add_argument("run_dir", help="the run folder (runs/<config>/version_N) or its lca.h5")
     report.add_argument("--compare", help="a second run drawn hatched in the per-layer bars")
     report.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    report.add_argument("--out", help="write the figures here instead of RUN_DIR/lca_report/")
     report.add_argument(
         "--sync-layers",
         type=int,

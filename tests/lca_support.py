@@ -1,7 +1,8 @@
-"""Test-only pieces for LCA runs: data in a fixed order, a process that dies mid-run, the parameters of
+"""Test-only pieces for LCA runs: data in a fixed order, a process killed mid-run, the parameters of
 every step, and SyncBatchNorm on CPU processes."""
 
 import os
+import signal
 
 import lightning.pytorch as pl
 import torch
@@ -56,15 +57,15 @@ class ParameterTrail(pl.Callback):
         self.buffers.append({name: b.detach().cpu().clone() for name, b in pl_module.named_buffers()})
 
 
-class ExitAtStep(pl.Callback):
-    """Ends the process abruptly (no clean-up, like a killed job) after optimizer step ``step``."""
+class KillAtStep(pl.Callback):
+    """Kills its own process with SIGKILL (kill -9: no clean-up at all) after optimizer step ``step``."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
-            os._exit(3)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _cpu_sync_batch_norm(module: torch.nn.SyncBatchNorm, inputs: torch.Tensor) -> torch.Tensor:

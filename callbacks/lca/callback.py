@@ -1,6 +1,7 @@
 """The Lightning callback that records Loss Change Allocation at every optimizer step."""
 
 import math
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.nn.utils import parameters_to_vector
 from torch.utils.hooks import RemovableHandle
 from torch.utils.tensorboard import SummaryWriter
@@ -24,13 +25,14 @@ from callbacks.lca.evaluation import (
     local_sync_batch_norm_group,
 )
 from callbacks.lca.integrators import Method, integrate
+from callbacks.lca.integrity import state_crc
 from callbacks.lca.layout import ParameterLayout
 from callbacks.lca.loss import ElementwiseLoss
 from callbacks.lca.record_writer import Outputs, RecordWriter, StepResult
 from callbacks.lca.records import RecordBuilder
-from callbacks.lca.store import LCAStore, step_columns
+from callbacks.lca.store import LCARun, LCAStore, step_columns
 from callbacks.placement import Placement
-from lightning_app.errors import UserInputError
+from lightning_app.errors import UserInputError, check_not_negative, check_positive
 from lightning_app.run_record import environment_versions
 
 
@@ -73,7 +75,9 @@ class LossChangeAllocation(pl.Callback):
         dense_every: every k-th step, store the full per-parameter LCA vector (0: never).
         flush_every: steps between writes of the store.
         histogram_every: steps between TensorBoard histograms of per-parameter LCA (0: never).
-        store_path: where the store goes; default ``<log_dir>/lca.h5``.
+        store_path: where the store goes; default ``<log_dir>/lca.h5``. A run never writes into
+            another run's store: a resumed run copies the checkpoint's records into its own store (see
+            the README's "Reliability").
         report: draw the report figures into ``<log_dir>/lca_report/`` and TensorBoard after fit.
     """
 
@@ -110,8 +114,14 @@ class LossChangeAllocation(pl.Callback):
             raise UserInputError(f"LCA eval_storage {eval_storage!r} is not one of {', '.join(STORAGES)}")
         if eval_memory_cap_mib is not None and eval_memory_cap_mib <= 0:
             raise UserInputError(f"LCA eval_memory_cap_mib={eval_memory_cap_mib} must be positive")
-        if eval_workers < 0:
-            raise UserInputError(f"LCA eval_workers={eval_workers} must be 0 or more")
+        check_positive(
+            "LossChangeAllocation", eval_size=eval_size, val_size=val_size, flush_every=flush_every,
+            tolerance=tolerance,
+        )  # fmt: skip
+        check_not_negative(
+            "LossChangeAllocation", eval_workers=eval_workers, dense_every=dense_every,
+            histogram_every=histogram_every,
+        )  # fmt: skip
         self.integrator = integrator
         self.tolerance = tolerance
         self.max_splits = max_splits
@@ -147,6 +157,7 @@ class LossChangeAllocation(pl.Callback):
         self.recorded = 0
         # output, on rank 0: records built, stored and logged off the training thread
         self.path: Path | None = None
+        self.run_id = uuid.uuid4().hex
         self.writer: RecordWriter | None = None
         self._resume: dict | None = None
         self._hooks: list[RemovableHandle] = []
@@ -204,35 +215,46 @@ class LossChangeAllocation(pl.Callback):
             optimizer.register_step_post_hook(lambda *_: self._after_step()),
         ]
         log_dir = trainer.log_dir  # collective under DDP: every rank asks
+        self.path = Path(self.store_path) if self.store_path else Path(log_dir or ".") / "lca.h5"
         if self._resume is not None:
             self.recorded = self._resume["position"]
-            self.path = Path(self._resume["store_path"])
-        else:
-            self.path = Path(self.store_path) if self.store_path else Path(log_dir or ".") / "lca.h5"
         if not trainer.is_global_zero:
             return
         builder = RecordBuilder(self.layout, self.placement.device)
         if self._resume is not None:
             builder.totals.load_state_dict(self._resume["totals"])
-            store = LCAStore.resume(self.path, self._resume["position"])
-        else:
-            metadata = self._metadata(trainer, log_dir)
-            store = LCAStore.create(
-                self.path,
-                self.layout,
-                metadata,
-                self.class_names,
-                self.eval_indices,
-                dense=self.dense_every > 0,
-            )
+        store = self._open_store(self._metadata(trainer, log_dir))
+        store.flush(builder.totals)
         self._log_estimate(trainer)
         tensorboard = self._tensorboard(trainer)
         outputs = Outputs(store, self.dense_every, self.flush_every, self.histogram_every, tensorboard)
         self.writer = RecordWriter(builder, outputs, background=self.placement.device.type == "cuda")
 
+    def _open_store(self, metadata: dict) -> LCAStore:
+        """This run's store: new, or on resume holding the checkpoint's records when their store is the
+        checkpoint's run's and intact (otherwise new, starting at the checkpoint's step, with a warning)."""
+        create = (self.path, self.layout, metadata, self.class_names, self.eval_indices, self.dense_every > 0)
+        if self._resume is None:
+            return LCAStore.create(*create)
+        source, position = Path(self._resume["store_path"]), self._resume["position"]
+        metadata["resumed_from"] = f"{source} at step {position}"
+        problem = continuation_problem(source, self._resume["run_id"], position)
+        if problem is None:
+            if source.resolve() == self.path.resolve():  # the same run, continued in its own folder
+                metadata["run_id"] = self.run_id = self._resume["run_id"]
+            elif self.path.exists():
+                return LCAStore.create(*create)  # refused: another run's store
+            return LCAStore.resume(source, position, self.path, metadata)
+        rank_zero_warn(
+            f"LCA: {problem}; this run's store {self.path} starts at step {position}, without the records "
+            "of the steps before (the running totals include them)"
+        )
+        return LCAStore.create(*create)
+
     def _metadata(self, trainer: pl.Trainer, log_dir: str | None) -> dict:
         config_file = Path(log_dir or ".") / "config.yaml"
         return {
+            "run_id": self.run_id,
             "integrator": self.integrator,
             "tolerance": self.tolerance,
             "max_splits": self.max_splits,
@@ -380,16 +402,39 @@ class LossChangeAllocation(pl.Callback):
     def state_dict(self) -> dict:
         if self.path is None:  # not fitting yet
             return {}
-        state = {"store_path": str(self.path), "position": self.recorded}
+        state = {"store_path": str(self.path.resolve()), "position": self.recorded, "run_id": self.run_id}
         if self.writer is not None:  # rank 0: the totals of every step so far, and the store up to date
             self.writer.flush()
             state["totals"] = self.writer.builder.totals.state_dict()
-        return state
+        return {**state, "checksum": state_crc(state)}
 
     @override
     def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict:
-            self._resume = state_dict
+        if not state_dict:
+            return
+        state = {key: value for key, value in state_dict.items() if key != "checksum"}
+        if "checksum" not in state_dict or state_crc(state) != state_dict["checksum"]:
+            raise UserInputError(
+                "the checkpoint's LossChangeAllocation state fails its checksum (the checkpoint is damaged, "
+                "or was written by an older version): resume from another checkpoint"
+            )
+        self._resume = state
+
+
+def continuation_problem(source: Path, run_id: str, position: int) -> str | None:
+    """Why the store at ``source`` cannot give a resumed run the checkpoint's first ``position`` steps of
+    run ``run_id`` (None when it can)."""
+    if not source.is_file():
+        return f"the checkpoint's LCA store {source} is missing"
+    try:
+        stored = LCARun(source)
+    except UserInputError as error:
+        return str(error)
+    if stored.attrs.get("run_id") != run_id:
+        return f"the LCA store {source} belongs to another run than the checkpoint"
+    if len(stored.steps["step"]) < position:
+        return f"{source} holds {len(stored.steps['step'])} steps but the checkpoint recorded {position}"
+    return None
 
 
 def log_metrics(trainer: pl.Trainer, writer: RecordWriter) -> None:

@@ -16,6 +16,7 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from callbacks.lca.analysis import module_series, peak_moments, summary, synchronised  # noqa: E402
 from callbacks.lca.records import histogram_edges  # noqa: E402
 from callbacks.lca.store import LCARun  # noqa: E402
+from lightning_app.errors import UserInputError, describe  # noqa: E402
 
 GREEN, RED, BLUE, ORANGE, GREY = "#2ca02c", "#d62728", "#1f77b4", "#ff7f0e", "#9e9e9e"
 
@@ -242,11 +243,24 @@ def peaks_figure(run: LCARun, min_layers: int | None = None) -> tuple[plt.Figure
     return figure, counts
 
 
+def _save(figures: dict[str, plt.Figure], folder: Path, experiment) -> None:
+    for name, figure in figures.items():
+        figure.savefig(folder / f"{name}.png", dpi=120)
+        if hasattr(experiment, "add_figure"):
+            experiment.add_figure(f"lca_report/{name}", figure, close=False)
+        plt.close(figure)
+
+
 def write_report(
-    store: Path, logger=None, compare: Path | None = None, min_layers: int | None = None
+    store: Path,
+    logger=None,
+    compare: Path | None = None,
+    min_layers: int | None = None,
+    out: Path | None = None,
 ) -> dict:
-    """Draw every figure of the run whose store is ``store`` into ``<store dir>/lca_report/``; log them to
-    the logger's TensorBoard experiment if it has one. Returns the summary (with peak counts)."""
+    """Draw every figure of the run whose store is ``store`` into ``out`` (default:
+    ``<store dir>/lca_report/``); log them to the logger's TensorBoard experiment if it has one. Returns
+    the summary (with peak counts)."""
     run = LCARun(store)
     other = LCARun(compare) if compare is not None else None
     numbers = summary(run)
@@ -261,13 +275,13 @@ def write_report(
         "neurons": neuron_heatmap(run),
         "peaks": peaks,
     }
-    folder = run.path.parent / "lca_report"
-    folder.mkdir(exist_ok=True)
-    experiment = getattr(logger, "experiment", None)
-    for name, figure in figures.items():
-        figure.savefig(folder / f"{name}.png", dpi=120)
-        if hasattr(experiment, "add_figure"):
-            experiment.add_figure(f"lca_report/{name}", figure, close=False)
-        plt.close(figure)
+    folder = run.path.parent / "lca_report" if out is None else Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _save(figures, folder, getattr(logger, "experiment", None))
+    except OSError as error:
+        raise UserInputError(
+            f"cannot write the LCA report into {folder}: {describe(error)}; give another folder with --out"
+        ) from error
     numbers["figures"] = sorted(str(folder / f"{name}.png") for name in figures)
     return numbers

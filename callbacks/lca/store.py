@@ -14,19 +14,23 @@ Layout (T = steps recorded, L = parameter tensors, C = classes, N = neurons, K =
     val/loss_start, loss_end, lca_sum, layer_lca, class_*                  with the val set
     totals/lca, helped, hurt, zero (K,), histogram (2, bins), steps ()     as of the last flush
     dense/step (n,), dense/lca (n, K) float32                              every k-th step, opt-in
+    checks/flushes (F, 3 + datasets)     rows and CRC-32 checksums at each flush (``integrity``)
 
 The file is written in HDF5's single-writer/multiple-reader mode: :class:`LCARun` reads it during
-training, and after the writer was killed, up to the last flush.
+training, and after the writer was killed, up to the last flush; it refuses a store that fails its
+checksums. Each store has a ``run_id``; a store is only continued by the run that wrote it.
 """
 
 import json
 import os
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
+from callbacks.lca.integrity import TOTALS, DamagedStore, RunningChecksums, check_length, verify
 from callbacks.lca.layout import ParameterLayout
 from callbacks.lca.records import HISTOGRAM_BINS, RunningTotals, SetRecord, StepRecord
 from lightning_app.errors import UserInputError, describe
@@ -105,9 +109,10 @@ def row_values(record: StepRecord) -> dict[str, object]:
 class LCAStore:
     """Appends step records (buffered, written every ``flush``) and keeps the running totals on disk."""
 
-    def __init__(self, path: Path, file: h5py.File) -> None:
+    def __init__(self, path: Path, file: h5py.File, checks: RunningChecksums) -> None:
         self.path = path
         self.file = file
+        self.checks = checks
         self.columns = [name for group in ("steps", "val") for name in _dataset_names(file, group)]
         self.buffer: list[StepRecord] = []
         self.dense_buffer: list[tuple[int, np.ndarray]] = []
@@ -128,7 +133,12 @@ class LCAStore:
         eval_indices: dict[str, np.ndarray],
         dense: bool,
     ) -> "LCAStore":
-        """A new store at ``path`` (replaced if it exists)."""
+        """A new store at ``path``; a file already there (another run's) is refused, never replaced."""
+        if path.exists():
+            raise UserInputError(
+                f"the LCA store {path} already exists and belongs to another run: move it away, or give "
+                "this run its own folder (a logger, or the callback's store_path)"
+            )
         classes = len(class_names) if class_names is not None else None
         columns = step_columns(layout, classes, with_val="val" in eval_indices)
         try:
@@ -153,33 +163,30 @@ class LCAStore:
                 "dense/lca", shape=(0, k), maxshape=(None, k), dtype="f4",
                 chunks=(1, min(k, DENSE_VALUES_PER_CHUNK)), **DENSE_COMPRESSION,
             )  # fmt: skip
+        checks = RunningChecksums.create(file, [*columns, *_dataset_names(file, "dense")])
         file.swmr_mode = True
-        return cls(path, file)
+        return cls(path, file, checks)
 
     @classmethod
-    def resume(cls, path: Path, position: int) -> "LCAStore":
-        """Continue the store at ``path`` from step row ``position`` (the checkpoint's): rows written
-        after it are dropped. HDF5 cannot reopen a file a killed writer left in SWMR mode for writing,
-        so the kept content is copied into a new file that replaces the old one."""
-        if not path.is_file():
-            raise UserInputError(f"the checkpoint's LCA store {path} is missing: cannot resume LCA records")
+    def resume(cls, source: Path, position: int, path: Path, metadata: dict) -> "LCAStore":
+        """A store at ``path`` holding ``source``'s first ``position`` step rows (the checkpoint's) and
+        ``metadata``; ``source`` is only read, unless it is ``path`` (the same run continuing in its own
+        folder), which is then replaced. HDF5 cannot reopen a file a killed writer left in SWMR mode for
+        writing, so the kept content is copied into a new file."""
         fresh = path.with_suffix(".resuming.h5")
         with (
-            h5py.File(path, "r", libver="latest", swmr=True) as old,
+            h5py.File(source, "r", libver="latest", swmr=True) as old,
             h5py.File(fresh, "w", libver="latest") as new,
         ):
-            if old["steps/step"].shape[0] < position:
-                raise UserInputError(
-                    f"{path} holds {old['steps/step'].shape[0]} steps but the checkpoint recorded {position}"
-                )
             last_step = int(old["steps/step"][position - 1]) if position else -1
-            for key, value in old.attrs.items():
-                new.attrs[key] = value
             old.visititems(lambda name, item: _copy(name, item, new, position, last_step))
+            for key, value in metadata.items():
+                new.attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value)
         os.replace(fresh, path)
         file = h5py.File(path, "a", libver="latest")
+        checks = RunningChecksums.of(file)
         file.swmr_mode = True
-        return cls(path, file)
+        return cls(path, file, checks)
 
     def append(self, record: StepRecord) -> None:
         self.buffer.append(record)
@@ -189,31 +196,48 @@ class LCAStore:
 
     def flush(self, totals: RunningTotals) -> None:
         """Write the buffered rows and the totals, then make them visible to readers."""
+        try:
+            self._write(totals)
+        except OSError as error:
+            raise UserInputError(
+                f"cannot write the LCA store {self.path}: {describe(error)}; it holds the records of the "
+                f"first {self.written} steps. Free space (or make the folder writable), then resume from the "
+                "last checkpoint"
+            ) from error
+
+    def _write(self, totals: RunningTotals) -> None:
         if self.buffer:
             rows = [row_values(record) for record in self.buffer]
             for name in self.columns:
-                _append(self.file[name], np.stack([np.asarray(row[name]) for row in rows]))
+                self._append(name, np.stack([np.asarray(row[name]) for row in rows]))
             self.written += len(rows)
             self.buffer = []
         if self.dense_buffer:
-            _append(self.file["dense/step"], np.array([step for step, _ in self.dense_buffer]))
-            _append(self.file["dense/lca"], np.stack([values for _, values in self.dense_buffer]))
+            self._append("dense/step", np.array([step for step, _ in self.dense_buffer]))
+            self._append("dense/lca", np.stack([values for _, values in self.dense_buffer]))
             self.dense_buffer = []
-        self.file["totals/lca"][:] = totals.lca.cpu().numpy()
-        for name in ("helped", "hurt", "zero", "histogram"):
-            self.file[f"totals/{name}"][:] = getattr(totals, name).cpu().numpy()
-        self.file["totals/steps"][()] = totals.steps
+        values = {}
+        for name in TOTALS:
+            dataset = self.file[f"totals/{name}"]
+            values[name] = np.asarray(torch.as_tensor(getattr(totals, name)).cpu().numpy(), dataset.dtype)
+            dataset[()] = values[name]
+        dense_rows = self.file["dense/step"].shape[0] if "dense" in self.file else 0
+        self.checks.record(self.file, self.written, dense_rows, values)
         self.file.flush()
 
     def close(self, totals: RunningTotals) -> None:
-        self.flush(totals)
-        self.file.close()
+        try:
+            self.flush(totals)
+        finally:
+            self.file.close()
 
-
-def _append(dataset: h5py.Dataset, rows: np.ndarray) -> None:
-    start = dataset.shape[0]
-    dataset.resize(start + len(rows), axis=0)
-    dataset[start:] = rows
+    def _append(self, name: str, rows: np.ndarray) -> None:
+        dataset = self.file[name]
+        rows = np.asarray(rows, dtype=dataset.dtype)
+        start = dataset.shape[0]
+        dataset.resize(start + len(rows), axis=0)
+        dataset[start:] = rows
+        self.checks.add(name, rows)
 
 
 def _dataset_names(file: h5py.File, group: str) -> list[str]:
@@ -255,29 +279,28 @@ def _copy(name: str, item, new: h5py.File, position: int, last_step: int) -> Non
         data = data[:position]
     elif name.startswith("dense/"):
         data = data[item.parent["step"][()] <= last_step]
+    elif name == "checks/flushes":
+        data = data[data[:, 0] <= position]
     growable = bool(item.maxshape) and item.maxshape[0] is None
     new.create_dataset(
         name, data=data, maxshape=(None, *item.shape[1:]) if growable else None, chunks=item.chunks,
         dtype=item.dtype, compression=item.compression, compression_opts=item.compression_opts,
-    )  # fmt: skip
+    ).attrs.update(item.attrs)  # fmt: skip
 
 
 class LCARun:
     """Read-only view of a store, also while it is written or after its writer was killed.
 
     Small arrays are read at once (``steps``, ``val``, ``totals`` as dicts of NumPy arrays); the dense
-    per-parameter records, if any, through :meth:`dense`.
+    per-parameter records, if any, through :meth:`dense`. A store that is cut short or fails its
+    checksums is refused (:class:`~callbacks.lca.integrity.DamagedStore`).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise UserInputError(f"no LCA store at {self.path}")
-        try:
-            file = h5py.File(self.path, "r", libver="latest", swmr=True)
-        except OSError as error:
-            raise UserInputError(f"{self.path} is not a readable LCA store ({describe(error)})") from error
-        with file:
+        with _open_verified(self.path) as file:
             self.attrs = {key: _decoded(value) for key, value in file.attrs.items()}
             self.names = _strings(file["parameters/names"])
             self.modules = _strings(file["parameters/modules"])
@@ -302,9 +325,28 @@ class LCARun:
 
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """(steps, LCA values (steps, parameters)) of the dense records."""
-        with h5py.File(self.path, "r", libver="latest", swmr=True) as file:
+        with _open_verified(self.path, dense=True) as file:
             steps = file["dense/step"][()]
             return steps, file["dense/lca"][: len(steps)]
+
+
+def _open_verified(path: Path, dense: bool = False, attempts: int = 3) -> h5py.File:
+    """The store opened for reading after its length and checksums were checked. A store being written
+    can show a flush half done: a failed check is retried before the store is called damaged."""
+    check_length(path)
+    for attempt in range(attempts):
+        try:
+            file = h5py.File(path, "r", libver="latest", swmr=True)
+        except OSError as error:
+            raise DamagedStore(f"{path} is not a readable LCA store ({describe(error)})") from error
+        try:
+            verify(file, path, dense)
+            return file
+        except DamagedStore:
+            file.close()
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
 
 
 def _strings(dataset: h5py.Dataset) -> list[str]:
