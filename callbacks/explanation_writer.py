@@ -18,6 +18,7 @@ from callbacks.contracts import check_contracts
 from callbacks.inspection import class_name, display_images, inspected_copy
 from callbacks.model_copy import conv_layer_names, find_layer
 from callbacks.placement import Placement
+from datamodules.image_files import ImageFilesDataset
 
 TOP_K = 5
 
@@ -108,8 +109,10 @@ class ExplanationWriter(BasePredictionWriter):
 
 
 def _image_name(dataset, index: int) -> str:
-    paths = getattr(dataset, "paths", None)
-    return Path(paths[index]).stem if paths is not None else f"{getattr(dataset, 'split', 'image')}_{index}"
+    """The output name of a ``predict_files`` image (unique, see ``output_names``), or split and index."""
+    if isinstance(dataset, ImageFilesDataset):
+        return dataset.names[index]
+    return f"{getattr(dataset, 'split', 'image')}_{index}"
 
 
 def _write_predictions(path: Path, probabilities: torch.Tensor, class_names: list[str]) -> None:

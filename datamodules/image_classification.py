@@ -9,10 +9,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.transforms import v2
 
 from datamodules.image_files import ImageFilesDataset, expand_image_paths
-from lightning_app.errors import UserInputError
+from datamodules.resumable import ResumableData, shuffled_loader
+from lightning_app.errors import UserInputError, check_not_negative, check_positive
 
 SPLITS = ("train", "val", "test")
 
@@ -62,7 +64,7 @@ class ImageClassificationDataset(Dataset):
         return image, self.data.labels[index]
 
 
-class ImageClassificationDataModule(pl.LightningDataModule, ABC):
+class ImageClassificationDataModule(ResumableData, pl.LightningDataModule, ABC):
     """Base of the image-classification DataModules; subclasses read the files.
 
     Subclasses implement :meth:`load_train_pool` (images the train and val splits are drawn from) and
@@ -92,6 +94,8 @@ class ImageClassificationDataModule(pl.LightningDataModule, ABC):
         predict_files: list[str] | None = None,
     ) -> None:
         super().__init__()
+        check_positive("data", batch_size=batch_size, val_size=val_size)
+        check_not_negative("data", num_workers=num_workers)
         self.predict_files = predict_files
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
@@ -215,23 +219,22 @@ class ImageClassificationDataModule(pl.LightningDataModule, ABC):
             positions = order[:size]
         return ImageClassificationDataset(full.data.select(positions.sort().values), full.transform)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self) -> StatefulDataLoader:
+        return shuffled_loader(self.dataset("train"), self.batch_size, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataset(self) -> Dataset:
         """``predict_files`` prepared as this data's images (size, channels, normalisation), or the

@@ -6,6 +6,7 @@ has no equivalent: seed 001's soft IoU, and SpaceNet's building F1 counts.
 """
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryF1Score,
@@ -31,7 +32,8 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 class SoftIoU(Metric):
     """Seed 001's metric (Keras segmentation_models' ``IOUScore()``): IoU of the probabilities without a
     threshold, ``(sum p*y + 1e-5) / (sum p + sum y - sum p*y + 1e-5)`` over all pixels of a batch (per class,
-    then the mean over classes), averaged over batches. Ignored pixels are left out."""
+    then the mean over classes), averaged over batches. Ignored pixels are left out, and so are batches
+    without a valid pixel."""
 
     full_state_update = False
 
@@ -50,6 +52,8 @@ class SoftIoU(Metric):
         else:
             classes = torch.arange(scores.shape[1], device=target.device)[None, :, None, None]
             truth = target[:, None] == classes
+        if not valid.any():  # a batch of no-data pixels only says nothing
+            return
         valid = valid[:, None].to(scores.dtype)
         truth = truth.to(scores.dtype) * valid
         scores = scores * valid
@@ -60,7 +64,11 @@ class SoftIoU(Metric):
         self.batches += 1
 
     def compute(self) -> torch.Tensor:
-        return (self.total / self.batches.clamp(min=1)).float()
+        """The mean over batches with a valid pixel; NaN, with a warning, when there was none."""
+        if self.batches == 0:
+            rank_zero_warn("soft_iou: no valid (non-ignored) pixel in the whole set; it is NaN")
+            return torch.tensor(float("nan"))
+        return (self.total / self.batches).float()
 
 
 def pixel_metrics(num_classes: int, threshold: float, ignore_index: int) -> MetricCollection:

@@ -22,7 +22,7 @@ from pathlib import Path
 import shapely
 from shapely import wkt
 
-from lightning_app.errors import UserInputError
+from lightning_app.errors import UserInputError, describe
 
 TRUTH_COLUMNS = ("ImageId", "BuildingId", "PolygonWKT_Pix")
 PROPOSAL_COLUMNS = ("ImageId", "BuildingId", "PolygonWKT_Pix", "Confidence")
@@ -122,6 +122,8 @@ def read_polygon_csv(path: str | Path, columns: tuple[str, ...], strict: bool) -
             lines = list(reader)
     except OSError as error:
         raise UserInputError(f"cannot read {path}: {error}") from error
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserInputError(f"{path} is not a CSV text file ({describe(error)})") from error
     rows = CsvRows({}, {}, [])
     for number, line in enumerate(lines, start=2):
         try:

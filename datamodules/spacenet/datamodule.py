@@ -12,14 +12,16 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
-from datamodules.image_files import expand_image_paths
+from datamodules.image_files import expand_image_paths, output_names
+from datamodules.resumable import ResumableData, shuffled_loader
 from datamodules.spacenet.augmentation import DEFAULT_AUGMENTATIONS, Augmentation
 from datamodules.spacenet.dataset import SpaceNetDataset, Tile, TileReader
 from datamodules.spacenet.geo_output import apply_affine
 from datamodules.spacenet.labels import read_labels
 from datamodules.spacenet.layouts import Discovery, TilePair, discover
-from datamodules.spacenet.masks import MaskCache, MaskSettings
+from datamodules.spacenet.masks import BACKGROUND, MaskCache, MaskSettings
 from datamodules.spacenet.normalization import Normalization
 from datamodules.spacenet.rasters import RasterInfo, check_bands, read_info, read_valid, read_window
 from datamodules.spacenet.splits import (
@@ -34,14 +36,14 @@ from datamodules.spacenet.splits import (
     write_manifest,
 )
 from datamodules.spacenet.tiling import TileWindow, seed001_subtiles, sliding_windows, whole_tile
-from lightning_app.errors import UserInputError
+from lightning_app.errors import UserInputError, check_not_negative, check_positive
 
 MANIFEST_NAME = "split_manifest.csv"
 NORMALIZATION_NAME = "normalization.json"
 STATS_STRIDE = 4  # every 4th pixel of every 4th row of a tile feeds the normalisation statistics
 
 
-class SpaceNetDataModule(pl.LightningDataModule):
+class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
     """SpaceNet buildings (SpaceNet 2 and 6 layouts) or roads (SpaceNet 3) for segmentation.
 
     ``data_dir`` is the AOI folder (e.g. ``AOI_11_Rotterdam``) or a folder holding AOI folders; the
@@ -132,6 +134,14 @@ class SpaceNetDataModule(pl.LightningDataModule):
         predict_files: list[str] | None = None,
     ) -> None:
         super().__init__()
+        check_positive(
+            "data", batch_size=batch_size, eval_batch_size=eval_batch_size, crop_size=crop_size,
+            window_size=window_size, stats_tiles=stats_tiles, edge_width=edge_width, road_buffer=road_buffer,
+        )  # fmt: skip
+        check_not_negative(
+            "data", num_workers=num_workers, window_overlap=window_overlap, val_fraction=val_fraction,
+            test_fraction=test_fraction,
+        )  # fmt: skip
         self.data_dir = Path(data_dir)
         self.product = product
         self.bands = bands
@@ -206,6 +216,7 @@ class SpaceNetDataModule(pl.LightningDataModule):
         cache, self.tiles, self.skipped = self.mask_cache(), [], []
         self.tile_positions = {}
         repaired = dropped = 0
+        astray: list[str] = []  # label files none of whose geometries touch their tile
         for pair in self.discovery.pairs:
             try:
                 info = read_info(pair.image)
@@ -218,6 +229,13 @@ class SpaceNetDataModule(pl.LightningDataModule):
             self.tiles.append(Tile(pair, info))
             if labels is not None:
                 repaired, dropped = repaired + labels.repaired, dropped + labels.dropped
+                if labels.geometries and labels.outside == len(labels.geometries):
+                    astray.append(pair.label.name)
+        if astray:
+            rank_zero_warn(
+                f"SpaceNet labels: in {len(astray)} label files no geometry touches its tile, so their masks "
+                f"are empty (longitude and latitude swapped, or a wrong crs member?): {', '.join(astray[:5])}"
+            )
         if repaired or dropped:
             rank_zero_warn(
                 f"SpaceNet labels: {repaired} invalid polygons repaired (shapely.make_valid), {dropped} "
@@ -316,7 +334,23 @@ class SpaceNetDataModule(pl.LightningDataModule):
         )
         if self.normalization.needs_statistics:
             self._fit_normalization()
+        self._warn_unlabelled_splits()
         self._write_run_records()
+
+    def _warn_unlabelled_splits(self) -> None:
+        """Warn when a train or val split has no labelled pixel (its metrics would say nothing)."""
+        cache = self.mask_cache()
+        for split in ("train", "val"):
+            tiles = [self.tiles[position] for position in sorted(set(self._split_tiles(split)))]
+            if tiles and not any(self._has_labelled_pixel(cache, tile) for tile in tiles):
+                rank_zero_warn(
+                    f"SpaceNet: the {split} split has no labelled pixel in its {len(tiles)} tiles (labels "
+                    "outside their tiles, or only no-data?): its losses and metrics say nothing"
+                )
+
+    def _has_labelled_pixel(self, cache: MaskCache, tile: Tile) -> bool:
+        mask = cache.read(tile.pair, Window(0, 0, tile.info.width, tile.info.height))
+        return bool(np.any((mask != BACKGROUND) & (mask != self.ignore_index)))
 
     def _write_run_records(self) -> None:
         trainer = self.trainer
@@ -335,9 +369,10 @@ class SpaceNetDataModule(pl.LightningDataModule):
             )
 
     def state_dict(self) -> dict:
-        return {"normalization": self.normalization.state()}
+        return {**super().state_dict(), "normalization": self.normalization.state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
         self.normalization.load(state_dict["normalization"])
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -459,17 +494,16 @@ class SpaceNetDataModule(pl.LightningDataModule):
             images.device
         )
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train"), self.batch_size, shuffle=True)
+    def train_dataloader(self) -> StatefulDataLoader:
+        return shuffled_loader(self.dataset("train"), self.batch_size, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self.eval_batch_size)
@@ -483,10 +517,11 @@ class SpaceNetDataModule(pl.LightningDataModule):
             return self.dataset("test")
         self.setup()
         tiles = []
-        for path in expand_image_paths(self.predict_files):
+        paths = expand_image_paths(self.predict_files)
+        for path, name in zip(paths, output_names(paths), strict=True):
             info = read_info(path)
             check_bands(self.bands, info)
-            tiles.append(Tile(TilePair(path.stem, path, path), info))
+            tiles.append(Tile(TilePair(name, path, path), info))
         reader = TileReader(tiles, self.bands, self.normalization, None, self.ignore_index)
         windows = self._full_tile_windows(tiles, list(range(len(tiles))))
         return SpaceNetDataset(reader, "predict_files", windows=windows)

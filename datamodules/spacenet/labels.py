@@ -29,6 +29,7 @@ class Labels:
     geometries: list[BaseGeometry] = field(default_factory=list)
     repaired: int = 0
     dropped: int = 0  # features with no usable geometry of the expected kind
+    outside: int = 0  # geometries that miss their tile altogether (counted when rasterised)
 
 
 def read_geojson(path: Path) -> dict:
@@ -49,6 +50,17 @@ def geojson_crs(data: dict, path: Path) -> CRS:
         return CRS.from_user_input(name)
     except rasterio.errors.CRSError as error:
         raise UserInputError(f"GeoJSON {path}: unknown CRS {name!r} ({describe(error)})") from error
+
+
+def _check_longitude_latitude(shapes: list[BaseGeometry], path: Path) -> None:
+    left, bottom, right, top = shapely.total_bounds(np.asarray(shapes, dtype=object))
+    if left < -180 or right > 180 or bottom < -90 or top > 90:
+        raise UserInputError(
+            f"GeoJSON {path} has no crs member, so its coordinates must be longitude/latitude, but they "
+            f"span x {left:,.1f}..{right:,.1f}, y {bottom:,.1f}..{top:,.1f} (projected, e.g. UTM?): add a "
+            'crs member naming their CRS, e.g. "crs": {"type": "name", "properties": {"name": '
+            '"urn:ogc:def:crs:EPSG::32631"}}'
+        )
 
 
 def _reprojected(shapes: list[BaseGeometry], source: CRS, target: CRS, path: Path) -> list[BaseGeometry]:
@@ -96,6 +108,8 @@ def read_labels(path: Path, raster_crs: CRS | None, kinds: tuple[str, ...] = POL
     parsed = [shape for shape in shapes if shape is not None and not shape.is_empty]
     labels = Labels(dropped=len(features) - len(parsed))
     source = geojson_crs(data, path)
+    if parsed and source == CRS.from_user_input(GEOJSON_DEFAULT_CRS):
+        _check_longitude_latitude(parsed, path)
     if parsed and raster_crs is None:
         raise UserInputError(f"the tile of {path} has no CRS, so its labels cannot be placed on it")
     for shape in _reprojected(parsed, source, raster_crs, path):

@@ -123,6 +123,11 @@ def _by_tile_id(layout: Layout, files: list[Path]) -> dict[str, Path]:
                 f"{path}: no tile id in the file name (expected a name like those of {layout.name}: "
                 f"{layout.example})"
             )
+        if tile_id in named:
+            raise UserInputError(
+                f"tile id {tile_id} names two files, {named[tile_id]} and {path}: keep one of them (their "
+                "outputs and scores would overwrite each other)"
+            )
         named[tile_id] = path
     return named
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 import rasterio.features
+import shapely
 from rasterio.windows import Window
 
 from datamodules.spacenet.labels import LINEAR, POLYGONAL, Labels, read_labels
@@ -82,6 +83,8 @@ def rasterize_mask(pair: TilePair, info: RasterInfo, settings: MaskSettings) -> 
     """The uint8 (H, W) mask of ``pair`` on its image's grid, and the labels it was burned from."""
     roads = settings.target == "roads"
     labels = read_labels(pair.label, info.crs, LINEAR if roads else POLYGONAL)
+    tile = shapely.box(*info.bounds)
+    labels.outside = sum(not geometry.intersects(tile) for geometry in labels.geometries)
     shapes = (_road_shapes if roads else _building_shapes)(labels, info, settings)
     shapes = [(shape, value) for shape, value in shapes if not shape.is_empty]
     mask = np.zeros((info.height, info.width), dtype=np.uint8)
