@@ -7,16 +7,18 @@ checkpoints in ``checkpoints/``, and ``seed_everything`` seeded from the config 
 
 import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import NoReturn
 
 import lightning.pytorch as pl
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import models.classification  # noqa: F401  (makes the short class names of the YAML resolvable)
 import models.segmentation  # noqa: F401
-from lightning_app.errors import UserInputError
+from lightning_app.errors import UserInputError, describe, report_errors
 from lightning_app.run_record import SaveConfigAndVersions
 
 RUNS_DIR = "runs"
@@ -77,9 +79,61 @@ def cli_main(args: ArgsType = None, run: bool = True) -> InterpretabilityCLI:
     )
 
 
-def main() -> None:
-    """Entry point of ``train.py``: bad input ends with a one-line ``error: ...``, not a traceback."""
+def check_input_files(args: list[str]) -> None:
+    """Read the ``--config`` files and the ``--ckpt_path`` checkpoint of a command line far enough to
+    refuse, naming the file, what the parser would report without it (or as a traceback)."""
+    for option, path in _file_options(args):
+        if option == "--config":
+            check_config_file(Path(path))
+        elif path not in ("best", "last", "hpc", "registry"):
+            check_checkpoint_file(Path(path))
+
+
+def _file_options(args: list[str]) -> list[tuple[str, str]]:
+    found = []
+    for index, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in ("--config", "--ckpt_path"):
+            value = value or (args[index + 1] if index + 1 < len(args) else "")
+            if value and not value.lstrip().startswith(("{", "[")):  # a path, not an inline YAML value
+                found.append((name, value))
+    return found
+
+
+def check_config_file(path: Path) -> None:
     try:
-        cli_main()
-    except UserInputError as error:
-        sys.exit(f"error: {error}")
+        with path.open() as file:
+            content = yaml.safe_load(file)
+    except OSError as error:
+        raise UserInputError(f"--config {path}: {describe(error)}") from error
+    except yaml.YAMLError as error:
+        raise UserInputError(f"--config {path} is not valid YAML: {' '.join(str(error).split())}") from error
+    if not isinstance(content, dict) or not content:
+        raise UserInputError(
+            f"--config {path} holds no settings (empty, or not a mapping of keys); see "
+            "configs/quickstart.yaml"
+        )
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """A checkpoint is a zip archive (``torch.save``); an empty, cut or foreign file fails its check."""
+    if not path.is_file():
+        raise UserInputError(f"--ckpt_path {path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        raise UserInputError(
+            f"--ckpt_path {path} is not a readable checkpoint ({describe(error)}): it is empty, cut short "
+            "or not written by torch.save; give another checkpoint"
+        ) from error
+    if damaged is not None:
+        raise UserInputError(
+            f"--ckpt_path {path} is damaged (member {damaged} fails its CRC): give another checkpoint"
+        )
+
+
+def main() -> None:
+    """Entry point of ``train.py``: bad input ends with a one-line ``error: ...``, not a traceback
+    (``INTERPRETABILITY_DEBUG=1`` shows it)."""
+    report_errors(lambda: (check_input_files(sys.argv[1:]), cli_main()))

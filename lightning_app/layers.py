@@ -13,7 +13,7 @@ import torch
 
 from callbacks.model_copy import network_layers
 from lightning_app.cli import cli_main
-from lightning_app.errors import UserInputError
+from lightning_app.errors import report_errors
 
 
 def layer_table(model: torch.nn.Module, example: torch.Tensor) -> list[tuple[str, str, str, int, str]]:
@@ -49,13 +49,14 @@ def main(args: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(__doc__)
         return
-    try:
-        cli = cli_main(args, run=False)
-        cli.datamodule.setup("fit")
-        example = cli.datamodule.evaluation_subset("val", size=1)[0][0].unsqueeze(0)
-        rows = layer_table(cli.model, example)
-    except UserInputError as error:
-        sys.exit(f"error: {error}")
+    report_errors(lambda: print_layers(args))
+
+
+def print_layers(args: list[str]) -> None:
+    cli = cli_main(args, run=False)
+    cli.datamodule.setup("fit")
+    example = cli.datamodule.evaluation_subset("val", size=1)[0][0].unsqueeze(0)
+    rows = layer_table(cli.model, example)
     widths = [
         max(len(str(row[i])) for row in rows + [("layer", "type", "output", "parameters", "")])
         for i in range(5)

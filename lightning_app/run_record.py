@@ -1,6 +1,7 @@
 """Saves what a run needs to be reproduced: the resolved config and the versions of everything it ran on."""
 
 import platform
+import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -10,6 +11,7 @@ import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+START_FILES = {"config.yaml", "versions.yaml", "hparams.yaml"}
 PACKAGES = (
     "torch", "torchvision", "lightning", "torchmetrics", "jsonargparse", "captum",
     "segmentation-models-pytorch", "rasterio", "albumentations", "numpy", "scikit-learn",
@@ -18,7 +20,8 @@ PACKAGES = (
 
 class SaveConfigAndVersions(SaveConfigCallback):
     """Writes ``config.yaml`` (Lightning's resolved config) and ``versions.yaml`` (Python, packages,
-    git commit of the working directory) into the run's log dir, on rank 0."""
+    git commit of the working directory) into the run's log dir, on rank 0. A run that fails before its
+    first optimizer step leaves no run folder behind."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -27,6 +30,26 @@ class SaveConfigAndVersions(SaveConfigCallback):
             path = Path(log_dir) / "versions.yaml"
             path.write_text(yaml.safe_dump(environment_versions(), sort_keys=False))
             rank_zero_info(f"Run folder: {log_dir} (view it with: tensorboard --logdir {path.parent.parent})")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Remove the run folder of a fit that failed before its first step, if it holds only what the
+        start wrote (the event file, config.yaml, versions.yaml, hparams.yaml)."""
+        if not (trainer.is_global_zero and trainer.state.fn == "fit" and trainer.global_step == 0):
+            return
+        log_dir = trainer.logger.log_dir if trainer.logger is not None else None  # no collective call here
+        run_dir = Path(log_dir) if log_dir is not None else None
+        if run_dir is not None and run_dir.is_dir() and _only_start_files(run_dir):
+            shutil.rmtree(run_dir)
+            rank_zero_info(f"Removed the run folder {run_dir}: the run failed before its first step")
+
+
+def _only_start_files(path: Path) -> bool:
+    return all(
+        item.is_file() and (item.name in START_FILES or item.name.startswith("events.out.tfevents."))
+        for item in path.iterdir()
+    )
 
 
 def environment_versions() -> dict[str, str | None]:
