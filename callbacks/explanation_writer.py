@@ -24,16 +24,17 @@ TOP_K = 5
 
 
 class ExplanationWriter(BasePredictionWriter):
-    """Writes ``<output_dir>/<image name>/``: ``predictions.json`` (the top-5 classes and
-    probabilities), ``attribution_<method>.png`` per method and ``activations_<layer>.png`` per layer,
-    for every image ``predict`` sees. With the data module's ``predict_files`` these are your own images,
-    prepared exactly as the training images (size, channels, normalisation):
+    """Writes ``<output_dir>/<image name>/`` (default: ``explanations/`` in the run folder):
+    ``predictions.json`` (the top-5 classes and probabilities), ``attribution_<method>.png`` per method
+    and ``activations_<layer>.png`` per layer, for every image ``predict`` sees. With the data module's
+    ``predict_files`` these are your own images, prepared exactly as the training images (size,
+    channels, normalisation):
 
         python train.py predict --config configs/mnist_lenet_explain.yaml --ckpt_path CKPT \\
             --data.predict_files='[my_digit.png]'
 
     Args:
-        output_dir: folder of the explanations.
+        output_dir: folder of the explanations; default ``explanations/`` in the run's log folder.
         methods: attribution methods and their arguments, as AttributionCallback's ``methods``.
         layers: layers whose feature maps are drawn; default all Conv2d layers; [] draws none.
         target: the class explained: 'predicted', a class index or a class name.
@@ -43,7 +44,7 @@ class ExplanationWriter(BasePredictionWriter):
 
     def __init__(
         self,
-        output_dir: str = "explanations",
+        output_dir: str | None = None,
         methods: dict[str, dict] | None = None,
         layers: list[str] | None = None,
         target: str | int = "predicted",
@@ -51,7 +52,8 @@ class ExplanationWriter(BasePredictionWriter):
         seed: int = 0,
     ) -> None:
         super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
+        self.output_dir = output_dir
+        self.folder: Path | None = None  # set in setup, when the run folder is known
         self.methods = [
             AttributionMethod(name, params)
             for name, params in (DEFAULT_METHODS if methods is None else methods).items()
@@ -65,6 +67,7 @@ class ExplanationWriter(BasePredictionWriter):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check the contracts and the layer names before predicting."""
         check_contracts("ExplanationWriter", pl_module, trainer.datamodule)
+        self.folder = Path(self.output_dir or Path(trainer.log_dir or ".") / "explanations")
         for name in [m.layer_name for m in self.methods if m.layer_name] + (self.layers or []):
             find_layer(pl_module, name)
 
@@ -84,7 +87,7 @@ class ExplanationWriter(BasePredictionWriter):
             display = display_images(datamodule, inputs)
             targets = resolve_targets(self.target, logits, labels.to(inputs.device), class_names)
             scores = Scores(model, segmentation=logits.ndim == 4)
-            folders = [self.output_dir / name for name in names]
+            folders = [self.folder / name for name in names]
             for folder, probabilities in zip(folders, logits.softmax(dim=-1), strict=True):
                 folder.mkdir(parents=True, exist_ok=True)
                 _write_predictions(folder / "predictions.json", probabilities, class_names)

@@ -236,18 +236,19 @@ def test_images_with_the_same_name_in_two_folders_get_their_own_explanations(tmp
     ]  # fmt: skip
     fit = cli_main(quickstart, run=False)
     fit.trainer.fit(fit.model, fit.datamodule)
-    out = tmp_path / "explanations"
     with pytest.warns(
         UserWarning, match="data.predict_files names 1 files more than once; each is read once"
     ):
-        cli_main(
-        [
-            "predict", *quickstart, f"--ckpt_path={fit.trainer.checkpoint_callback.best_model_path}",
-            f"--data.predict_files=[{tmp_path}/a/digit.png,{tmp_path}/b/*.png,{tmp_path}/a/digit.png]",
-            "--trainer.callbacks+=callbacks.explanation_writer.ExplanationWriter",
-            f"--trainer.callbacks.output_dir={out}", "--trainer.callbacks.methods={Saliency: {}}",
-        ]
-    )  # fmt: skip
+        predict = cli_main(
+            [
+                "predict", *quickstart, f"--ckpt_path={fit.trainer.checkpoint_callback.best_model_path}",
+                f"--data.predict_files=[{tmp_path}/a/digit.png,{tmp_path}/b/*.png,{tmp_path}/a/digit.png]",
+                "--trainer.callbacks+=callbacks.explanation_writer.ExplanationWriter",
+                "--trainer.callbacks.methods={Saliency: {}}",
+            ]
+        )  # fmt: skip
+    out = Path(predict.trainer.log_dir) / "explanations"  # inside the predict run's own folder
+    assert out.parent.resolve() == tmp_path / "runs" / "quickstart" / "version_1"
     assert sorted(path.name for path in out.iterdir()) == ["a__digit.png", "b__digit.png"]
     black, white = (
         json.loads((out / name / "predictions.json").read_text()) for name in sorted(os.listdir(out))
