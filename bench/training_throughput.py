@@ -3,7 +3,9 @@
 Both train the LCA paper's LeNet (configs/mnist_lenet.yaml: SGD momentum 0.9, batch 250) on the same
 DataLoader of the offline MNIST sample (4,000 training digits), for the same epochs; the first epoch of
 each is warm-up. Throughput = training samples / time between epoch start and end (data loading,
-forward, backward, step, and for Lightning its logging and metrics). Prints both and the ratio.
+forward, backward, step, and for Lightning its logging and metrics). Prints both and the ratio, and
+the loading rate alone of the resumable train loader (torchdata's StatefulDataLoader, see
+``datamodules/resumable.py``) against a plain shuffling DataLoader.
 
     python bench/training_throughput.py [--epochs 4] [--rounds 2]
 """
@@ -78,6 +80,25 @@ def plain_rates(epochs: int) -> list[float]:
     return rates[1:]
 
 
+def loading_rate(loader, epochs: int) -> float:
+    """Median samples/s of reading ``loader`` alone (first epoch: warm-up)."""
+    rates = []
+    for _ in range(epochs):
+        samples, start = 0, time.perf_counter()
+        for x, _ in loader:
+            samples += len(x)
+        rates.append(samples / (time.perf_counter() - start))
+    return statistics.median(rates[1:])
+
+
+def loader_rates(epochs: int) -> tuple[float, float]:
+    """(plain shuffling DataLoader, the data module's resumable train loader) loading rates."""
+    data = cli_main(["--config", CONFIG, "--data.source=sample", "--data.val_size=500"], run=False).datamodule
+    data.setup("fit")
+    plain = torch.utils.data.DataLoader(data.dataset("train"), batch_size=data.batch_size, shuffle=True)
+    return loading_rate(plain, epochs), loading_rate(data.train_dataloader(), epochs)
+
+
 def cpu_model() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -104,6 +125,9 @@ def main() -> None:
     print(f"plain PyTorch loop : {plain_rate:8.0f} samples/s")
     print(f"python train.py fit: {lightning_rate:8.0f} samples/s")
     print(f"ratio Lightning / plain: {lightning_rate / plain_rate:.2f}x")
+    plain_loading, resumable_loading = loader_rates(4 * args.epochs)
+    print(f"loading only: plain DataLoader {plain_loading:.0f} samples/s, resumable train loader "
+          f"{resumable_loading:.0f} samples/s, ratio {resumable_loading / plain_loading:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
