@@ -98,6 +98,13 @@ def test_command_line_overrides_and_the_seed_make_runs_reproducible():
     assert not torch.equal(weights[0], weights[2])
 
 
+def test_runs_go_under_the_default_root_dir_when_one_is_given(tmp_path):
+    cli = short_fit(f"--trainer.default_root_dir={tmp_path / 'elsewhere'}")
+    assert Path(cli.trainer.log_dir) == tmp_path / "elsewhere" / "quickstart" / "version_0"
+    assert (tmp_path / "elsewhere" / "quickstart" / "version_0" / "config.yaml").is_file()
+    assert not Path("runs").exists()
+
+
 def test_print_config_prints_the_resolved_config_with_overrides(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli_main(["fit", "--config", QUICKSTART, "--trainer.max_epochs=3", "--print_config"])
