@@ -1,6 +1,6 @@
 """What the attribution, activation and embedding callbacks cost a training epoch, at their defaults.
 
-Trains configs/mnist_lenet_explain.yaml's network and data (seed 002's LeNet on the offline MNIST
+Trains configs/mnist_lenet_explain.yaml's network and data (Lees's LeNet on the offline MNIST
 sample) twice in one process, without the callbacks and with AttributionCallback(),
 ActivationCallback() and EmbeddingCallback() at their default settings, and compares the mean epoch
 time over the first ``every_n_epochs`` (10) epochs, which include one periodic attribution and

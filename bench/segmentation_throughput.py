@@ -1,4 +1,4 @@
-"""Segmentation throughput: training samples/s of seed 001's U-Net ResNet-18 at 224 px under ``bf16-mixed``
+"""Segmentation throughput: training samples/s of Lim et al.'s U-Net ResNet-18 at 224 px under ``bf16-mixed``
 against ``32`` precision, and the SpaceNet evaluator's polygons/s against only parsing its CSVs.
 
 - Training: ``SegmentationModule`` + ``SMPNet`` as in configs/spacenet6_unet_resnet18.yaml (group-norm

@@ -62,7 +62,7 @@ class EmbeddingCallback(InspectionCallback):
 
     Logs the input of ``layer`` (default: the input of the last Linear layer, the classifier head)
     with ``add_embedding`` (metadata: true label, predicted label, correct; image sprites), and a t-SNE
-    figure ``embedding/tsne`` (scikit-learn, seed 002's settings: perplexity 30, learning rate 1,000,
+    figure ``embedding/tsne`` (scikit-learn, Lees's settings: perplexity 30, learning rate 1,000,
     1,000 iterations, random initialisation) at the start and the end of training, and every
     ``every_n_epochs`` epochs when set.
 

@@ -29,7 +29,7 @@ class SegmentationModule(SupervisedModule):
             ``models.nets.linknet_selim.LinkNetSelim``.
         num_classes: classes of the masks, background included (2 for binary).
         loss: loss terms and weights, e.g. ``[{name: bce, weight: 0.5}, {name: dice, weight: 0.5}]``; see
-            :mod:`models.segmentation_losses` for the names and seed 001's Keras settings. Default BCE.
+            :mod:`models.segmentation_losses` for the names and Lim et al.'s Keras settings. Default BCE.
         threshold: probability above which a pixel is positive, for the thresholded metrics.
         ignore_index: mask value ignored; must equal the DataModule's.
         optimizer: the optimizer class and its arguments (default Adam, lr 1e-3).

@@ -7,9 +7,9 @@
       - {name: dice, weight: 0.5}
 
 Names: ``bce`` / ``ce`` (binary / multi-class cross-entropy on logits), ``dice``, ``jaccard``, ``focal``,
-``lovasz``, ``tversky`` (smp.losses), and ``fbeta`` (seed 001's Keras ``DiceLoss(beta)``: the soft
+``lovasz``, ``tversky`` (smp.losses), and ``fbeta`` (Lim et al.'s Keras ``DiceLoss(beta)``: the soft
 F-beta score, which is smp's TverskyLoss with alpha = 1/(1+beta^2) on false positives and
-beta^2/(1+beta^2) on false negatives). Seed 001's Keras settings: ``{name: jaccard, smooth: 1.0e-5}``
+beta^2/(1+beta^2) on false negatives). Lim et al.'s Keras settings: ``{name: jaccard, smooth: 1.0e-5}``
 (batch-aggregated soft IoU), ``{name: focal, alpha: 0.25, gamma: 2}`` (alpha weighs the positives, as
 in Keras), ``{name: fbeta, beta: 2}``. Every term ignores the DataModule's ``ignore_index`` pixels.
 """

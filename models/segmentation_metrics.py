@@ -2,7 +2,7 @@
 
 Pixel metrics at a threshold come from torchmetrics (IoU, Dice/F1, precision, recall; binary on the
 positive class, macro over classes for multi-class masks). Two are written here because torchmetrics
-has no equivalent: seed 001's soft IoU, and SpaceNet's building F1 counts.
+has no equivalent: Lim et al.'s soft IoU, and SpaceNet's building F1 counts.
 """
 
 import torch
@@ -30,7 +30,7 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 class SoftIoU(Metric):
-    """Seed 001's metric (Keras segmentation_models' ``IOUScore()``): IoU of the probabilities without a
+    """Lim et al.'s metric (Keras segmentation_models' ``IOUScore()``): IoU of the probabilities without a
     threshold, ``(sum p*y + 1e-5) / (sum p + sum y - sum p*y + 1e-5)`` over all pixels of a batch (per class,
     then the mean over classes), averaged over batches. Ignored pixels are left out, and so are batches
     without a valid pixel."""

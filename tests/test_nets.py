@@ -46,7 +46,7 @@ def test_he_normal_init_is_truncated_with_variance_two_over_fan_in():
     assert torch.count_nonzero(FullyConnected().fc1.bias) == 0
 
 
-def test_seed002_networks_use_keras_glorot_uniform():
+def test_lees_networks_use_keras_glorot_uniform():
     torch.manual_seed(0)
     weight = VGG4().fc1.weight.detach()
     fan_in, fan_out = 8192, 100

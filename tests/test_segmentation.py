@@ -146,7 +146,7 @@ def parameters(module: nn.Module) -> int:
 
 
 @pytest.mark.parametrize(("batch_norm", "expected"), [(False, 21_485_089), (True, 21_503_521)])
-def test_selim_linknet_has_seed_000s_parameter_count(batch_norm, expected):
+def test_selim_linknet_has_macuras_parameter_count(batch_norm, expected):
     net = LinkNetSelim(in_channels=8, batch_norm=batch_norm)
     assert parameters(net) == expected
     assert net(torch.zeros(1, 8, 64, 64)).shape == (1, 1, 64, 64)
@@ -265,7 +265,7 @@ def test_each_loss_is_finite_decreases_and_ignores_ignored_pixels(classes, name)
     assert all(np.isfinite(values)) and values[-1] < 0.7 * values[0]
 
 
-def test_losses_follow_seed_001s_keras_formulas():
+def test_losses_follow_the_reports_keras_formulas():
     torch.manual_seed(0)
     logits = torch.randn(2, 1, 8, 8)
     target = (torch.rand(2, 8, 8) > 0.6).long()
@@ -395,11 +395,11 @@ def test_spacenet_configs_build_what_they_declare(config, net, callbacks):
     assert isinstance(cli.model, SegmentationModule) and cli.model.num_classes == 2
 
 
-# ----- seed 001's sweep ----------------------------------------------------------------------------
+# ----- Lim et al.'s sweep ----------------------------------------------------------------------------
 SWEEP = ROOT / "configs" / "spacenet6_sweep.yaml"
 
 
-def test_sweep_lists_seed_001s_48_runs_and_writes_their_overrides(tmp_path, capsys):
+def test_sweep_lists_the_reports_48_runs_and_writes_their_overrides(tmp_path, capsys):
     sweep_main([str(SWEEP), "--dry-run", "--", "--trainer.max_epochs=1"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 48 and lines[0].startswith("[1/48] 01_backbone/resnet18: ")

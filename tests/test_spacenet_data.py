@@ -18,7 +18,7 @@ from datamodules.spacenet import SpaceNetDataModule
 from datamodules.spacenet.geo_output import mask_polygons, write_geotiff, write_polygons_geojson
 from datamodules.spacenet.masks import MaskCache
 from datamodules.spacenet.rasters import read_info
-from datamodules.spacenet.splits import faithful_seed001_split
+from datamodules.spacenet.splits import report_subtile_split
 from datamodules.spacenet.tiling import sliding_windows, stitch
 from lightning_app.errors import UserInputError
 from tests.spacenet_fixtures import (
@@ -280,7 +280,7 @@ class ExpectsUnitRange(pl.LightningModule):
 
 @pytest.mark.parametrize(("mean", "warned"), [(1024.0, True), (0.0, False)])
 def test_first_training_batch_outside_the_promised_range_warns(tmp_path, mean, warned):
-    # seed 000's bug: x / 1024 - 1 gives [-1, 1] inputs to a model that expects [0, 1]
+    # Macura's bug: x / 1024 - 1 gives [-1, 1] inputs to a model that expects [0, 1]
     def eleven_bit(size, seed):
         return np.random.default_rng(seed).integers(1, 2048, (3, size, size), np.uint16)
 
@@ -345,9 +345,9 @@ def test_training_crops_reject_empty_ones_at_the_configured_rate(tmp_path):
     assert labelled[0.0] < 0.35 and labelled[1.0] > 0.6
 
 
-def test_faithful_seed001_tiling_and_split(tmp_path):
+def test_report_subtiles_tiling_and_split(tmp_path):
     aoi = make_spacenet6(tmp_path / "data", tiles=10, size=900)
-    data = datamodule(aoi, tmp_path, split="faithful_seed001", augmentations=[])
+    data = datamodule(aoi, tmp_path, split="report_subtiles", augmentations=[])
     # 160 sub-tiles: int(0.7 * 160) = 112 train_all, halves 56 and 24, then 70 % / 30 % of 56
     assert data.split_counts() == {"train": 39, "val": 17, "test": 24, "unused": 80}
     train = data.dataset("train")
@@ -356,7 +356,7 @@ def test_faithful_seed001_tiling_and_split(tmp_path):
     assert set(offsets) <= {(2 + 224 * r, 2 + 224 * c) for r in range(4) for c in range(4)}
     names = [f"tile_{t}_subtile_{k}" for t in range(3401) for k in range(1, 17)]
     counts = {split: 0 for split in ("train", "val", "test", "unused")}
-    for split in faithful_seed001_split(names).values():
+    for split in report_subtile_split(names).values():
         counts[split] += 1
     assert counts == {"train": 13331, "val": 5714, "test": 8162, "unused": 54416 - 27207}
 

@@ -35,7 +35,7 @@ class AttributionCallback(InspectionCallback):
     Every ``every_n_epochs`` epochs and at the end of ``fit`` (and at the end of ``validate``, ``test``
     and ``predict``), logs one figure per method to TensorBoard under ``attribution/<method>``: input |
     heat map | overlay per sample, the explained class and its probability in the row's title. Lime
-    logs seed 002's five panels. Works on classifiers and on segmentation networks (the sum of a class's
+    logs Lees's five panels. Works on classifiers and on segmentation networks (the sum of a class's
     logits over the predicted or true region). Runs on rank 0, on a copy of the model.
 
     Args:

@@ -1,4 +1,4 @@
-"""Figures of attributions: input | heat map | overlay per sample, and the five LIME panels of seed 002
+"""Figures of attributions: input | heat map | overlay per sample, and the five LIME panels of Lees (2017)
 (original, top-5 positive superpixels alone, the same over the image, top-10 positive and negative,
 weight >= 0.1)."""
 
@@ -83,7 +83,7 @@ def attribution_figure(method: str, display: torch.Tensor, values: torch.Tensor,
 def lime_figure(
     display: torch.Tensor, superpixels: torch.Tensor, weights: list[torch.Tensor], titles: list[str]
 ) -> Figure:
-    """Seed 002's five LIME panels per sample."""
+    """Lees's five LIME panels per sample."""
     rows = [
         lime_panels(image_hwc(image), segments.cpu().numpy(), weight.cpu().numpy())
         for image, segments, weight in zip(display, superpixels, weights, strict=True)

@@ -1,4 +1,4 @@
-"""The figures of an LCA run (the LCA paper's and seed 000's), drawn from its store.
+"""The figures of an LCA run (the LCA paper's and Macura's), drawn from its store.
 
 ``write_report`` writes them as PNG files and, given a logger with a TensorBoard ``experiment``, logs
 them there too. ``python -m lightning_app.report lca RUN_DIR`` is the command-line entry point.

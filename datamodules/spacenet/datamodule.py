@@ -28,14 +28,14 @@ from datamodules.spacenet.splits import (
     SPLITS,
     UNUSED,
     ManifestRow,
-    faithful_seed001_split,
     geographic_split,
     ground_groups,
     random_split,
     read_manifest,
+    report_subtile_split,
     write_manifest,
 )
-from datamodules.spacenet.tiling import TileWindow, seed001_subtiles, sliding_windows, whole_tile
+from datamodules.spacenet.tiling import TileWindow, sliding_windows, subtile_windows, whole_tile
 from lightning_app.errors import UserInputError, check_not_negative, check_positive
 
 MANIFEST_NAME = "split_manifest.csv"
@@ -55,13 +55,13 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         data_dir: the SpaceNet folder.
         product: image folder to read ('PS-RGB', 'PS-RGBNIR', 'SAR-Intensity', 'RGB-PanSharpen',
             'PS-MS', ...); default: the layout's first product present.
-        bands: 0-based bands in the order the model gets them (e.g. seed 000's [4, 2, 1, 0, 3, 5, 6, 7]);
+        bands: 0-based bands in the order the model gets them (e.g. Macura's [4, 2, 1, 0, 3, 5, 6, 7]);
             default all.
         mask_classes: 'binary' or 'three_class' (background / building / building edge).
         edge_width: building edge width in pixels ('three_class').
         road_buffer: distance burned each side of a road centre line (SpaceNet: 2 m).
         road_buffer_unit: 'm' or 'px'.
-        nodata: 'ignore' (no-data pixels get ``ignore_index``) or 'background' (seed 001).
+        nodata: 'ignore' (no-data pixels get ``ignore_index``) or 'background' (Lim et al.).
         ignore_index: mask value ignored by losses and metrics.
         cache_dir: folder of the mask cache; default ``<data_dir>/.mask_cache``.
         normalization: 'fixed' (divide by ``max_value``), 'percentile' or 'mean_std' (see
@@ -80,8 +80,8 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         window_size: size of the 'windows' tiling.
         window_overlap: minimum overlap of neighbouring windows.
         split: 'random' (seeded, by tile), 'geographic' (blocks of ``block_size`` and overlapping
-            footprints kept in one split) or 'faithful_seed001' (seed 001's 224 px sub-tiles and its
-            seed-42 split; tiling then follows seed 001 in every split).
+            footprints kept in one split) or 'report_subtiles' (Lim et al.'s 224 px sub-tiles and its
+            seed-42 split; tiling then follows Lim et al. in every split).
         val_fraction: share of tiles in val.
         test_fraction: share of tiles in test.
         block_size: side of the geographic blocks in CRS units (metres for UTM tiles).
@@ -120,7 +120,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         eval_tiling: Literal["pad", "windows"] = "pad",
         window_size: int = 512,
         window_overlap: int = 64,
-        split: Literal["random", "geographic", "faithful_seed001"] = "random",
+        split: Literal["random", "geographic", "report_subtiles"] = "random",
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         block_size: float = 1000.0,
@@ -256,14 +256,14 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
                 sample, tile.pair.tile_id, split, group, str(tile.pair.image), str(tile.pair.label)
             )
 
-        if self.split == "faithful_seed001":
+        if self.split == "report_subtiles":
             names = {
                 window.name: tile
                 for index, tile in enumerate(self.tiles)
-                for window in seed001_subtiles(index, tile.pair.image.stem, tile.info.height, tile.info.width)
+                for window in subtile_windows(index, tile.pair.image.stem, tile.info.height, tile.info.width)
             }
             return [
-                row(name, names[name], split) for name, split in faithful_seed001_split(list(names)).items()
+                row(name, names[name], split) for name, split in report_subtile_split(list(names)).items()
             ]
         count = len(self.tiles)
         if self.split == "geographic":
@@ -280,7 +280,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
             )
         else:
             raise UserInputError(
-                f"data.split={self.split!r} is not one of random, geographic, faithful_seed001"
+                f"data.split={self.split!r} is not one of random, geographic, report_subtiles"
             )
         return [
             row(tile.pair.tile_id, tile, split, str(group))
@@ -408,7 +408,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         windows = {}
         for tile in sorted({self.tile_positions[row.tile_id] for row in rows}):
             info = self.tiles[tile].info
-            for window in seed001_subtiles(tile, self.tiles[tile].pair.image.stem, info.height, info.width):
+            for window in subtile_windows(tile, self.tiles[tile].pair.image.stem, info.height, info.width):
                 windows[window.name] = window
         return [windows[row.sample] for row in rows]
 
@@ -419,11 +419,11 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         return [self.tile_positions[row.tile_id] for row in self._split_rows(split)]
 
     def _has_subtiles(self, split: str) -> bool:
-        """Whether ``split``'s samples are named sub-tiles (seed 001's split, or a manifest of one)."""
+        """Whether ``split``'s samples are named sub-tiles (Lim et al.'s split, or a manifest of one)."""
         return any(row.sample != row.tile_id for row in self._split_rows(split))
 
     def _windows(self, split: str, training: bool) -> list[TileWindow]:
-        """Fixed windows of ``split``: seed 001's sub-tiles; whole or windowed tiles for val and test (and
+        """Fixed windows of ``split``: Lim et al.'s sub-tiles; whole or windowed tiles for val and test (and
         for training without ``crop_size``); centre crops of train tiles for evaluation subsets."""
         if self._has_subtiles(split):
             return self._subtiles(self._split_rows(split))
@@ -459,7 +459,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
 
     def full_tile_dataset(self, split: str) -> SpaceNetDataset:
         """Every tile of ``split`` once, whole (``eval_tiling: pad``) or as overlapping windows, without
-        augmentation, whatever the split's samples are (crops, seed 001's sub-tiles): what full-tile
+        augmentation, whatever the split's samples are (crops, Lim et al.'s sub-tiles): what full-tile
         evaluation predicts and stitches back together."""
         self.setup()
         tiles = list(dict.fromkeys(self._split_tiles(split)))

@@ -32,10 +32,10 @@ class MaskSettings:
             ``edge_width`` pixels of each building, which separates touching buildings).
         edge_width: width of the building edge class in pixels.
         road_buffer: distance burned on each side of a road's centre line (2 m is SpaceNet's convention,
-            ``cv2.line`` thickness 16 px in seed 000 is 8 px).
+            ``cv2.line`` thickness 16 px in Macura (2020) is 8 px).
         road_buffer_unit: 'm' (needs a projected CRS in metres) or 'px'.
         nodata: 'ignore' marks pixels where the image has no data with ``ignore_index``; 'background'
-            sets them to 0 (seed 001's rule).
+            sets them to 0 (Lim et al.'s rule).
         ignore_index: mask value of ignored pixels.
     """
 

@@ -107,8 +107,8 @@ class Normalization:
             line += (
                 f", OUTSIDE the range [{promised[0]:g}, {promised[1]:g}] the model expects "
                 "(data.input_range). "
-                "A model trained on one range and fed another predicts nothing useful (seed 000 lost weeks "
-                "to [-1, 1] inputs for a [0, 1] model): check data.normalization, max_value, mean and std"
+                "A model trained on one range and fed another predicts nothing useful (Macura, 2020, lost "
+                "weeks to [-1, 1] inputs for a [0, 1] model): check data.normalization, max_value, mean, std"
             )
         return line, outside
 

@@ -4,7 +4,7 @@
   tiles (SpaceNet 6 follows the SAR strips, so the same ground is in several tiles) can.
 - ``geographic``: tiles grouped by ``block_size`` blocks of their centre, and groups whose footprints
   overlap merged, so no two splits share ground (the lesson of the SpaceNet 6 winners).
-- ``faithful_seed001``: seed 001's sub-tile split exactly (numpy seed 42, 70 % / halves / sorted 70-30).
+- ``report_subtiles``: Lim et al.'s sub-tile split exactly (numpy seed 42, 70 % / halves / sorted 70-30).
 """
 
 import csv
@@ -113,8 +113,8 @@ def geographic_split(groups: list[int], val_fraction: float, test_fraction: floa
     return [assignment[group] for group in groups]
 
 
-def faithful_seed001_split(names: list[str]) -> dict[str, str]:
-    """Seed 001's split of its sub-tile names (notes §12): sort; numpy seed 42 draws 70 % as train_all;
+def report_subtile_split(names: list[str]) -> dict[str, str]:
+    """Lim et al.'s split of its sub-tile names: sort; numpy seed 42 draws 70 % as train_all;
     re-seeded 42, half of train_all then half of the rest are kept; the sorted first 70 % of the kept
     train names are train and the last 30 % val. For 3,401 tiles: 13,331 / 5,714 / 8,162 of 54,416."""
     ordered = sorted(names)

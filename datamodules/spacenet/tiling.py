@@ -12,7 +12,7 @@ from rasterio.windows import Window
 from lightning_app.errors import UserInputError
 
 SIZE_MULTIPLE = 32
-SEED001_BORDER, SEED001_SIZE, SEED001_GRID = 2, 224, 4
+SUBTILE_BORDER, SUBTILE_SIZE, SUBTILE_GRID = 2, 224, 4
 
 
 @dataclass(frozen=True)
@@ -63,26 +63,26 @@ def sliding_windows(tile: int, height: int, width: int, size: int, overlap: int)
     ]
 
 
-def seed001_subtiles(tile: int, stem: str, height: int, width: int) -> list[TileWindow]:
-    """Seed 001's tiling: a 2 px border cropped (900 -> 896), then a 4 x 4 grid of 224 px sub-tiles
+def subtile_windows(tile: int, stem: str, height: int, width: int) -> list[TileWindow]:
+    """Lim et al.'s tiling: a 2 px border cropped (900 -> 896), then a 4 x 4 grid of 224 px sub-tiles
     numbered 1..16 row by row, named ``<stem>_subtile_<k>``."""
     if (height, width) != (900, 900):
         raise UserInputError(
-            f"data.split='faithful_seed001' expects 900 x 900 tiles; {stem} is {height} x {width}"
+            f"data.split='report_subtiles' expects 900 x 900 tiles; {stem} is {height} x {width}"
         )
     return [
         TileWindow(
             tile,
-            SEED001_BORDER + grid_row * SEED001_SIZE,
-            SEED001_BORDER + grid_col * SEED001_SIZE,
-            SEED001_SIZE,
-            SEED001_SIZE,
-            SEED001_SIZE,
-            SEED001_SIZE,
-            name=f"{stem}_subtile_{grid_row * SEED001_GRID + grid_col + 1}",
+            SUBTILE_BORDER + grid_row * SUBTILE_SIZE,
+            SUBTILE_BORDER + grid_col * SUBTILE_SIZE,
+            SUBTILE_SIZE,
+            SUBTILE_SIZE,
+            SUBTILE_SIZE,
+            SUBTILE_SIZE,
+            name=f"{stem}_subtile_{grid_row * SUBTILE_GRID + grid_col + 1}",
         )
-        for grid_row in range(SEED001_GRID)
-        for grid_col in range(SEED001_GRID)
+        for grid_row in range(SUBTILE_GRID)
+        for grid_col in range(SUBTILE_GRID)
     ]
 
 

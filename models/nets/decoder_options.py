@@ -24,7 +24,7 @@ ACTIVATIONS = {
 
 
 class TransposedUnetBlock(nn.Module):
-    """Seed 001's 'transpose' U-Net block: a 4x4 stride-2 transposed convolution, norm, ReLU, the skip
+    """Lim et al.'s 'transpose' U-Net block: a 4x4 stride-2 transposed convolution, norm, ReLU, the skip
     concatenated, then one 3x3 conv-norm-ReLU (the up-sampling block has two)."""
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, use_norm: str | bool) -> None:
@@ -96,7 +96,7 @@ def add_dropout(decoder: nn.Module, rate: float) -> None:
 
 def swap_encoder_activation(encoder: nn.Module, name: str) -> None:
     """Replace the activation inside every residual block of a ResNet-style encoder (the stem's stays
-    ReLU, as in seed 001)."""
+    ReLU, as in Lim et al.)."""
     if name not in ACTIVATIONS:
         raise UserInputError(f"encoder_activation {name!r} is not one of {sorted(ACTIVATIONS)}")
     blocks = [m for m in encoder.modules() if isinstance(m, (BasicBlock, Bottleneck))]

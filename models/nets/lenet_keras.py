@@ -1,4 +1,4 @@
-"""The LeNet of seed 002 (Keras ``mnist_cnn``-style, MNIST, 113,386 parameters)."""
+"""The LeNet of Lees (2017): Keras ``mnist_cnn``-style, MNIST, 113,386 parameters."""
 
 from collections import OrderedDict
 

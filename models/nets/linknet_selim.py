@@ -1,10 +1,10 @@
-"""The LinkNet of selim_sef's SpaceNet 3 roads solution, the network seed 000 ran LCA on.
+"""The LinkNet of selim_sef's SpaceNet 3 roads solution, the network Macura (2020) ran LCA on.
 
 Stem of two 3x3 convolutions (32) and a max-pool; five residual encoders (64, 128, 256, 512, 512
 filters, two blocks each); five decoders (1x1 to a quarter of the channels, x2 up-sampling and a 3x3
 convolution, 1x1 to the output channels) whose outputs are added to the encoder outputs of the same
 depth; a 3x3 convolution to 32, spatial dropout 0.5 and a 1x1 convolution to the logits. Convolutions
-keep their bias, as in Keras. With 8 input bands: 21,485,089 parameters without batch norm (seed 000's
+keep their bias, as in Keras. With 8 input bands: 21,485,089 parameters without batch norm (Macura's
 run), 21,503,521 with it.
 """
 
@@ -70,7 +70,7 @@ class LinkNetSelim(nn.Module):
     Args:
         in_channels: input bands (8 for SpaceNet 3's PS-MS, 12 with selim's one-hot city).
         classes: output channels (1 for binary masks).
-        batch_norm: batch norm after every convolution (seed 000 trained without: with it the network
+        batch_norm: batch norm after every convolution (Macura, 2020, trained without: with it the network
             predicted road almost everywhere).
         transposed: transposed convolutions in the decoders instead of up-sampling + 3x3 convolution.
         dropout: spatial dropout before the last convolution.

@@ -1,4 +1,4 @@
-"""Any segmentation-models-pytorch architecture and encoder, with seed 001's decoder and encoder axes."""
+"""Any segmentation-models-pytorch architecture and encoder, with Lim et al.'s decoder and encoder axes."""
 
 import inspect
 from typing import Literal
@@ -34,7 +34,7 @@ class SMPNet(nn.Module):
         in_channels: input bands.
         classes: output channels: 1 for binary masks, else the number of classes.
         decoder_channels: U-Net / U-Net++ decoder widths (default 256, 128, 64, 32, 16).
-        upsampling: 'nearest' or 'bilinear' interpolation, or 'transposed' (Unet only: seed 001's block).
+        upsampling: 'nearest' or 'bilinear' interpolation, or 'transposed' (Unet only: Lim et al.'s block).
         decoder_norm: 'batchnorm', 'groupnorm' (``norm_groups`` groups) or 'none'.
         norm_groups: groups of the group norm.
         decoder_dropout: dropout rate in every decoder conv-norm-ReLU, placed conv -> norm -> dropout -> ReLU.

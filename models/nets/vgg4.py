@@ -1,4 +1,4 @@
-"""VGG4 of seed 002: a cut-down VGG for CIFAR-10 (1,080,470 parameters)."""
+"""VGG4 of Lees (2017): a cut-down VGG for CIFAR-10 (1,080,470 parameters)."""
 
 from collections import OrderedDict
 
