@@ -35,7 +35,7 @@ def inspection_copy(pl_module: pl.LightningModule, example: torch.Tensor) -> nn.
     """A deep copy of ``pl_module`` in eval mode, without its trainer, parameters frozen, activations
     not in place, and every parameter-free module that ``example``'s forward pass calls more than once
     split into one copy per call."""
-    model = copy.deepcopy(pl_module, memo={id(getattr(pl_module, "_trainer", None)): None})
+    model = copy.deepcopy(pl_module, memo=shared_attributes(pl_module))
     model.eval().requires_grad_(False)
     for module in model.modules():
         if getattr(module, "inplace", False):
@@ -51,6 +51,24 @@ def inspection_copy(pl_module: pl.LightningModule, example: torch.Tensor) -> nn.
         model.get_submodule(parent).register_module(child, CallSiteCopies(model.get_submodule(name), calls))
     model.register_forward_pre_hook(_restart_call_counts)
     return model
+
+
+def shared_attributes(module: nn.Module) -> dict[int, object]:
+    """``deepcopy`` memo entries for what a copy made for forward passes shares with ``module`` (and its
+    submodules) instead of copying: a LightningModule's trainer (dropped), and plain objects such as the
+    optimizer factory, which through its instantiators can reach the CLI, its callbacks and their open
+    files."""
+    containers = (dict, list, tuple, set, torch.Tensor, nn.Module, str, bytes, int, float, bool)
+    shared = {
+        id(value): value
+        for part in module.modules()
+        for value in vars(part).values()
+        if not isinstance(value, containers)
+    }
+    for part in module.modules():
+        if isinstance(part, pl.LightningModule):
+            shared[id(part._trainer)] = None
+    return shared
 
 
 def call_counts(model: nn.Module, example: torch.Tensor, *forward_args) -> dict[str, int]:

@@ -31,6 +31,13 @@ class SaveConfigAndVersions(SaveConfigCallback):
             path.write_text(yaml.safe_dump(environment_versions(), sort_keys=False))
             rank_zero_info(f"Run folder: {log_dir} (view it with: tensorboard --logdir {path.parent.parent})")
 
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        log_dir = trainer.logger.log_dir if trainer.logger is not None else None
+        if trainer.is_global_zero and log_dir is not None:
+            rank_zero_info(
+                f"Run folder: {log_dir}; look at it with: tensorboard --logdir {Path(log_dir).parent}"
+            )
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:

@@ -11,7 +11,7 @@ from lightning_app.errors import UserInputError
 from models.classification import ClassificationModule
 from models.nets.fc import FullyConnected
 
-QUICKSTART = str(Path(__file__).parents[1] / "configs" / "quickstart.yaml")
+QUICKSTART = str(Path(__file__).parents[1] / "configs" / "mnist_fc_sample.yaml")
 
 
 class ConstantLogits(nn.Module):

@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 from importlib import metadata
@@ -8,26 +9,45 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from callbacks.lca.store import LCARun
 from lightning_app.cli import cli_main, main
 from models.classification import ClassificationModule
 
 QUICKSTART = str(Path(__file__).parents[1] / "configs" / "quickstart.yaml")
+PLAIN = str(
+    Path(__file__).parents[1] / "configs" / "mnist_fc_sample.yaml"
+)  # the quickstart without callbacks
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+class Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
-    """The README's quickstart, trained once: (the CLI object, its run folder)."""
+    """The README's quickstart, trained once: (the CLI object, its run folder, the messages it logged)."""
     folder = tmp_path_factory.mktemp("quickstart")
     cwd = os.getcwd()
+    messages = Messages()
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["train.py"])
         os.chdir(folder)
+        for logger in loggers:
+            logger.addHandler(messages)
         try:
             cli = cli_main(["fit", "--config", QUICKSTART, *QUIET])
         finally:
             os.chdir(cwd)
-    return cli, folder / "runs" / "quickstart" / "version_0"
+            for logger in loggers:
+                logger.removeHandler(messages)
+    return cli, folder / "runs" / "quickstart" / "version_0", messages.lines
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -37,7 +57,7 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
 
 
 def test_quickstart_trains_offline_to_over_90_percent_and_writes_tensorboard_events(quickstart_run):
-    _, run_dir = quickstart_run
+    _, run_dir, _ = quickstart_run
     logged = scalars(run_dir)
     assert len(logged["val/acc"]) == 10  # one value per epoch
     assert logged["val/acc"][-1] > 0.9
@@ -45,8 +65,24 @@ def test_quickstart_trains_offline_to_over_90_percent_and_writes_tensorboard_eve
     assert {"train/loss_step", "train/acc", "val/loss", "val/acc_top5"} <= set(logged)
 
 
+def test_quickstart_shows_the_product_lca_report_attributions_and_where_to_look(quickstart_run):
+    _, run_dir, messages = quickstart_run
+    assert LCARun(run_dir / "lca.h5").steps["step"].tolist() == list(range(800))
+    assert {path.name for path in (run_dir / "lca_report").glob("*.png")} >= {
+        "loss.png",
+        "peaks.png",
+        "neurons.png",
+    }
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert any(tag.startswith("attribution/IntegratedGradients") for tag in events.Tags()["images"])
+    assert any(tag.startswith("lca_report/") for tag in events.Tags()["images"])
+    assert f"LCA report: {run_dir.relative_to(run_dir.parents[2])}/lca_report/" in "\n".join(messages)
+    assert any(line.endswith("look at it with: tensorboard --logdir runs/quickstart") for line in messages)
+
+
 def test_run_folder_holds_the_resolved_config_the_versions_and_a_checkpoint(quickstart_run):
-    _, run_dir = quickstart_run
+    _, run_dir, _ = quickstart_run
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["seed_everything"] == 0
     assert config["trainer"]["logger"]["init_args"] == {"save_dir": "runs", "name": "quickstart"}
@@ -59,7 +95,7 @@ def test_run_folder_holds_the_resolved_config_the_versions_and_a_checkpoint(quic
 
 
 def test_checkpoint_loads_on_its_own_with_its_network(quickstart_run):
-    cli, run_dir = quickstart_run
+    cli, run_dir, _ = quickstart_run
     checkpoint = next((run_dir / "checkpoints").iterdir())
     loaded = ClassificationModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     trained = cli.model.eval()
@@ -69,7 +105,7 @@ def test_checkpoint_loads_on_its_own_with_its_network(quickstart_run):
 
 
 def test_validate_test_and_predict_subcommands_run_from_a_checkpoint(quickstart_run):
-    _, run_dir = quickstart_run
+    _, run_dir, _ = quickstart_run
     checkpoint = str(next((run_dir / "checkpoints").iterdir()))
     validated = cli_main(["validate", "--config", QUICKSTART, "--ckpt_path", checkpoint, *QUIET])
     assert validated.trainer.callback_metrics["val/acc"] == pytest.approx(scalars(run_dir)["val/acc"][-1])
@@ -83,7 +119,7 @@ def test_validate_test_and_predict_subcommands_run_from_a_checkpoint(quickstart_
 
 
 def short_fit(*overrides: str):
-    args = ["fit", "--config", QUICKSTART, "--trainer.max_epochs=1", "--trainer.limit_train_batches=5"]
+    args = ["fit", "--config", PLAIN, "--trainer.max_epochs=1", "--trainer.limit_train_batches=5"]
     return cli_main([*args, "--trainer.limit_val_batches=0", *QUIET, *overrides])
 
 
@@ -100,14 +136,14 @@ def test_command_line_overrides_and_the_seed_make_runs_reproducible():
 
 def test_runs_go_under_the_default_root_dir_when_one_is_given(tmp_path):
     cli = short_fit(f"--trainer.default_root_dir={tmp_path / 'elsewhere'}")
-    assert Path(cli.trainer.log_dir) == tmp_path / "elsewhere" / "quickstart" / "version_0"
-    assert (tmp_path / "elsewhere" / "quickstart" / "version_0" / "config.yaml").is_file()
+    assert Path(cli.trainer.log_dir) == tmp_path / "elsewhere" / "mnist_fc_sample" / "version_0"
+    assert (tmp_path / "elsewhere" / "mnist_fc_sample" / "version_0" / "config.yaml").is_file()
     assert not Path("runs").exists()
 
 
 def test_print_config_prints_the_resolved_config_with_overrides(capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli_main(["fit", "--config", QUICKSTART, "--trainer.max_epochs=3", "--print_config"])
+        cli_main(["fit", "--config", PLAIN, "--trainer.max_epochs=3", "--print_config"])
     assert exit_.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["max_epochs"] == 3
@@ -115,8 +151,8 @@ def test_print_config_prints_the_resolved_config_with_overrides(capsys):
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int | str, str]:
-    """``train.py fit`` on the quickstart with ``args``: (the exit code or message, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["train.py", "fit", "--config", QUICKSTART, *args])
+    """``train.py fit`` on the plain quickstart with ``args``: (the exit code or message, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", "fit", "--config", PLAIN, *args])
     with pytest.raises(SystemExit) as exit_:
         main()
     return exit_.value.code, capsys.readouterr().err

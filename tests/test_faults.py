@@ -231,7 +231,7 @@ def test_images_with_the_same_name_in_two_folders_get_their_own_explanations(tmp
         (tmp_path / folder).mkdir()
         Image.new("L", (28, 28), colour).save(tmp_path / folder / "digit.png")
     quickstart = [
-        "--config", str(ROOT / "configs" / "quickstart.yaml"), "--trainer.max_steps=2",
+        "--config", str(ROOT / "configs" / "mnist_fc_sample.yaml"), "--trainer.max_steps=2",
         "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
     ]  # fmt: skip
     fit = cli_main(quickstart, run=False)
@@ -248,7 +248,7 @@ def test_images_with_the_same_name_in_two_folders_get_their_own_explanations(tmp
             ]
         )  # fmt: skip
     out = Path(predict.trainer.log_dir) / "explanations"  # inside the predict run's own folder
-    assert out.parent.resolve() == tmp_path / "runs" / "quickstart" / "version_1"
+    assert out.parent.resolve() == tmp_path / "runs" / "mnist_fc_sample" / "version_1"
     assert sorted(path.name for path in out.iterdir()) == ["a__digit.png", "b__digit.png"]
     black, white = (
         json.loads((out / name / "predictions.json").read_text()) for name in sorted(os.listdir(out))
@@ -349,7 +349,7 @@ def run_train(monkeypatch, *args: str) -> str:
     return exit_.value.code
 
 
-QUICKSTART = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--trainer.max_steps=1"]
+PLAIN = ["fit", "--config", str(ROOT / "configs" / "mnist_fc_sample.yaml"), "--trainer.max_steps=1"]
 
 
 @pytest.mark.parametrize(
@@ -367,7 +367,7 @@ QUICKSTART = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--t
 def test_impossible_values_and_errors_raised_while_building_a_callback_end_in_one_line(
     monkeypatch, args, message
 ):
-    assert run_train(monkeypatch, *QUICKSTART, *args).startswith(message)
+    assert run_train(monkeypatch, *PLAIN, *args).startswith(message)
 
 
 def test_broken_config_files_are_named(monkeypatch, tmp_path):
@@ -387,34 +387,34 @@ def test_unreadable_checkpoints_are_named(monkeypatch, finished_run, tmp_path):
     real = (finished_run / "checkpoints" / "epoch=0-step=10.ckpt").read_bytes()
     for name, content in (("empty", b""), ("cut", real[: len(real) // 2]), ("text", b"not a checkpoint\n")):
         (tmp_path / f"{name}.ckpt").write_bytes(content)
-        message = run_train(monkeypatch, *QUICKSTART, f"--ckpt_path={tmp_path / name}.ckpt")
+        message = run_train(monkeypatch, *PLAIN, f"--ckpt_path={tmp_path / name}.ckpt")
         assert message.startswith(
             f"error: --ckpt_path {tmp_path / name}.ckpt is not a readable checkpoint (BadZipFile"
         )
     flipped = bytearray(real)
     flipped[len(real) // 3] ^= 0xFF
     (tmp_path / "flipped.ckpt").write_bytes(bytes(flipped))
-    message = run_train(monkeypatch, *QUICKSTART, f"--ckpt_path={tmp_path / 'flipped.ckpt'}")
+    message = run_train(monkeypatch, *PLAIN, f"--ckpt_path={tmp_path / 'flipped.ckpt'}")
     assert message.startswith(f"error: --ckpt_path {tmp_path / 'flipped.ckpt'} is damaged (")
 
 
 def test_a_run_folder_that_cannot_be_written_is_named_and_a_failed_start_leaves_no_folder(monkeypatch):
     def read_only(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", "runs/quickstart/version_0/versions.yaml")
+        raise PermissionError(13, "Permission denied", "runs/mnist_fc_sample/version_0/versions.yaml")
 
     monkeypatch.setattr("lightning_app.run_record.environment_versions", read_only)
-    message = run_train(monkeypatch, *QUICKSTART)
+    message = run_train(monkeypatch, *PLAIN)
     assert message == (
-        "error: cannot write runs/quickstart/version_0/versions.yaml: Permission denied; free space or make "
-        "the folder writable, or write the run elsewhere (--trainer.default_root_dir)"
+        "error: cannot write runs/mnist_fc_sample/version_0/versions.yaml: Permission denied; free space or "
+        "make the folder writable, or write the run elsewhere (--trainer.default_root_dir)"
     )
-    assert not Path("runs/quickstart/version_0").exists()
+    assert not Path("runs/mnist_fc_sample/version_0").exists()
 
 
 def test_a_run_that_fails_in_set_up_leaves_no_run_folder(monkeypatch, tmp_path):
-    message = run_train(monkeypatch, *QUICKSTART, "--data.source=full", f"--data.data_dir={tmp_path}/none")
+    message = run_train(monkeypatch, *PLAIN, "--data.source=full", f"--data.data_dir={tmp_path}/none")
     assert message.startswith(f"error: MNIST files missing in {tmp_path}/none/MNIST/raw: ")
-    assert list(Path("runs/quickstart").iterdir()) == []
+    assert list(Path("runs/mnist_fc_sample").iterdir()) == []
 
 
 def test_a_binary_file_given_to_the_evaluator_is_named(tmp_path):

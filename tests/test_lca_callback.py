@@ -24,7 +24,7 @@ from tests.lca_support import CountingEvaluator
 
 ROOT = Path(__file__).parents[1]
 LCA_CONFIG = str(ROOT / "configs" / "mnist_fc_lca.yaml")
-QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+PLAIN = str(ROOT / "configs" / "mnist_fc_sample.yaml")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
@@ -67,7 +67,7 @@ def run_of(cli) -> LCARun:
 )
 def test_training_is_bit_identical_with_and_without_the_callback(net, lca_options):
     steps = ["--trainer.max_steps=6", "--trainer.limit_val_batches=0", *net]
-    plain = cli_main(["fit", "--config", QUICKSTART, *QUIET, *steps])
+    plain = cli_main(["fit", "--config", PLAIN, *QUIET, *steps])
     small = ["--trainer.callbacks.init_args.eval_size=120", "--trainer.callbacks.init_args.with_val=false"]
     with_lca = lca_fit(*steps, *small, *lca_options)
     assert run_of(with_lca).steps["step"].tolist() == list(range(6))
@@ -215,7 +215,7 @@ def test_report_command_names_a_run_without_a_store(tmp_path, capsys):
 def test_a_layer_frozen_at_initialisation_never_moves_and_gets_zero_lca():
     freeze = ["--trainer.callbacks+=callbacks.freeze.FreezeLayers", "--trainer.callbacks.layers=[net.fc3]"]
     cli = lca_fit("--trainer.max_steps=5", "--trainer.limit_val_batches=0", *freeze)
-    initial = cli_main(["--config", QUICKSTART], run=False).model  # the same seed: the initial weights
+    initial = cli_main(["--config", PLAIN], run=False).model  # the same seed: the initial weights
     assert torch.equal(cli.model.net.fc3.weight, initial.net.fc3.weight)
     assert not torch.equal(cli.model.net.fc1.weight, initial.net.fc1.weight)
     run = run_of(cli)

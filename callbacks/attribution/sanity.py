@@ -17,6 +17,7 @@ from torch import nn
 
 from callbacks.attribution.methods import AttributionMethod
 from callbacks.attribution.targets import Scores, Targets
+from callbacks.model_copy import shared_attributes
 
 PERTURBATION_STD = 0.1
 PERTURBATION_SAMPLES = 10
@@ -24,7 +25,7 @@ PERTURBATION_SAMPLES = 10
 
 def randomised_copy(scores: Scores, seed: int) -> Scores:
     """``scores`` with every parameter of its model re-initialised (each module's reset_parameters)."""
-    randomised = copy.deepcopy(scores)
+    randomised = copy.deepcopy(scores, memo=shared_attributes(scores))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in randomised.modules():

@@ -383,7 +383,12 @@ class LossChangeAllocation(pl.Callback):
         if self.report and self.recorded:
             from callbacks.lca.report import write_report
 
-            write_report(self.path, trainer.logger)
+            numbers = write_report(self.path, trainer.logger)
+            rank_zero_info(
+                f"LCA report: {Path(numbers['figures'][0]).parent}/ (loss change "
+                f"{numbers['loss_change']:.4f}, sum of LCA {numbers['lca_sum']:.4f}); the numbers: "
+                f"python -m lightning_app.report lca {self.path.parent}"
+            )
 
     @override
     def on_exception(
