@@ -166,6 +166,32 @@ def test_tensorboard_holds_the_scalars_the_layer_chart_histograms_and_the_report
     assert "lca/per_parameter" in tags["histograms"]
     assert "custom_scalars__config__" in tags["tensors"]
     assert {"lca_report/loss", "lca_report/helped_histograms", "lca_report/peaks"} <= set(tags["images"])
+    assert [image.step for image in events.Images("lca_report/loss")] == [800]  # the run's last step
+
+
+def test_tensorboard_holds_cumulative_per_class_and_relative_error_scalars_that_match_the_store(lca_runs):
+    _, run_dir = lca_runs["rk4"]
+    run = LCARun(run_dir / "lca.h5")
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    last = {tag: events.Scalars(tag)[-1] for tag in events.Tags()["scalars"]}
+    for index, name in enumerate(run.names):  # the run's sum per tensor, as the totals hold it
+        start, size = run.offsets[index], run.sizes[index]
+        assert last[f"lca_cumulative/{name}"].step == 799
+        assert last[f"lca_cumulative/{name}"].value == pytest.approx(
+            run.totals["lca"][start : start + size].sum(), rel=1e-5, abs=1e-9
+        )
+    class_sum = sum(last[f"lca_class/{name}"].value for name in run.class_names)
+    assert class_sum == pytest.approx(
+        run.steps["lca_sum"][-1], rel=1e-4, abs=1e-9
+    )  # classes add up to the step
+    steps = run.steps
+    expected = 100 * abs(
+        (steps["loss_end"] - steps["loss_start"] - steps["lca_sum"])
+        / (steps["loss_end"] - steps["loss_start"])
+    )
+    logged = [event.value for event in events.Scalars("lca/integration_error_percent")]
+    np.testing.assert_allclose(logged, expected, rtol=1e-4)
 
 
 def test_report_command_writes_the_figures_and_prints_the_numbers(lca_runs, capsys):

@@ -227,7 +227,9 @@ class LossChangeAllocation(pl.Callback):
         store.flush(builder.totals)
         self._log_estimate(trainer)
         tensorboard = self._tensorboard(trainer)
-        outputs = Outputs(store, self.dense_every, self.flush_every, self.histogram_every, tensorboard)
+        outputs = Outputs(
+            store, self.dense_every, self.flush_every, self.histogram_every, tensorboard, self.class_names
+        )
         self.writer = RecordWriter(builder, outputs, background=self.placement.device.type == "cuda")
 
     def _open_store(self, metadata: dict) -> LCAStore:
@@ -305,6 +307,8 @@ class LossChangeAllocation(pl.Callback):
             {
                 "LCA": {
                     "LCA per parameter tensor": ["Multiline", ["lca_layer/.*"]],
+                    "cumulative LCA per parameter tensor": ["Multiline", ["lca_cumulative/.*"]],
+                    "LCA per class": ["Multiline", ["lca_class/.*"]],
                     "loss change and sum of LCA": ["Multiline", ["lca/loss_change", "lca/lca_sum"]],
                     "fraction of parameters helped, hurt, zero": ["Multiline", ["lca/fraction_.*"]],
                 }
@@ -383,7 +387,7 @@ class LossChangeAllocation(pl.Callback):
         if self.report and self.recorded:
             from callbacks.lca.report import write_report
 
-            numbers = write_report(self.path, trainer.logger)
+            numbers = write_report(self.path, trainer.logger, step=trainer.global_step)
             rank_zero_info(
                 f"LCA report: {Path(numbers['figures'][0]).parent}/ (loss change "
                 f"{numbers['loss_change']:.4f}, sum of LCA {numbers['lca_sum']:.4f}); the numbers: "

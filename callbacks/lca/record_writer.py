@@ -51,6 +51,7 @@ class Outputs:
     flush_every: int
     histogram_every: int
     tensorboard: SummaryWriter | None
+    class_names: list[str] | None = None  # names of the per-class scalars
 
 
 class RecordWriter:
@@ -67,6 +68,8 @@ class RecordWriter:
             else None
         )
         self.metrics: deque[tuple[dict[str, float], int]] = deque()  # for a logger other than TensorBoard
+        # per tensor, over every step so far (a resumed run starts from the checkpoint's totals)
+        self.cumulative = builder.per_tensor(builder.totals.lca.double()).cpu()
         self.error: BaseException | None = None
         self.closed = False
         self.queue: queue.Queue[StepResult | None] = queue.Queue(maxsize=depth)
@@ -148,7 +151,9 @@ class RecordWriter:
             outputs.tensorboard.add_histogram("lca/per_parameter", result.lca.float().cpu(), record.step)
 
     def _log(self, record: StepRecord) -> None:
-        metrics = scalars(self.layout, record)
+        if record.valid:
+            self.cumulative += record.train.layer_lca
+        metrics = scalars(self.layout, record, self.cumulative, self.outputs.class_names)
         if self.scalar_writer is None:
             self.metrics.append((metrics, record.step))
         else:  # one event for all of a step's values: a tenth of the cost of one event per value
@@ -156,8 +161,11 @@ class RecordWriter:
             self.scalar_writer.add_summary(Summary(value=values), record.step)
 
 
-def scalars(layout: ParameterLayout, record: StepRecord) -> dict[str, float]:
-    """The TensorBoard scalars of a record."""
+def scalars(
+    layout: ParameterLayout, record: StepRecord, cumulative: torch.Tensor, class_names: list[str] | None
+) -> dict[str, float]:
+    """The TensorBoard scalars of a record: the step's numbers, the LCA of every parameter tensor at this
+    step and summed over the run so far (``cumulative``), and with per-class records each class's LCA."""
     helped, hurt, zero = (record.counts.double() / layout.num_parameters).tolist()
     metrics = {
         "lca/loss_change": record.train.loss_change,
@@ -168,12 +176,18 @@ def scalars(layout: ParameterLayout, record: StepRecord) -> dict[str, float]:
         "lca/fraction_zero": zero,
         "lca/splits": record.splits,
     }
-    metrics.update(
-        {
-            f"lca_layer/{name}": value
-            for name, value in zip(layout.names, record.train.layer_lca.tolist(), strict=True)
-        }
-    )
+    if record.train.loss_change != 0:
+        metrics["lca/integration_error_percent"] = 100 * abs(record.train.error / record.train.loss_change)
+    for name, step_value, total in zip(
+        layout.names, record.train.layer_lca.tolist(), cumulative.tolist(), strict=True
+    ):
+        metrics[f"lca_layer/{name}"] = step_value
+        metrics[f"lca_cumulative/{name}"] = total
+    if class_names is not None and record.train.class_layer_lca is not None:
+        per_class = record.train.class_layer_lca.double().sum(dim=1).tolist()
+        metrics.update(
+            {f"lca_class/{name}": value for name, value in zip(class_names, per_class, strict=True)}
+        )
     if record.val is not None:
         metrics.update({"lca_val/loss_change": record.val.loss_change, "lca_val/lca_sum": record.val.lca_sum})
     return metrics

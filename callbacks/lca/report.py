@@ -243,11 +243,11 @@ def peaks_figure(run: LCARun, min_layers: int | None = None) -> tuple[plt.Figure
     return figure, counts
 
 
-def _save(figures: dict[str, plt.Figure], folder: Path, experiment) -> None:
+def _save(figures: dict[str, plt.Figure], folder: Path, experiment, step: int) -> None:
     for name, figure in figures.items():
         figure.savefig(folder / f"{name}.png", dpi=120)
         if hasattr(experiment, "add_figure"):
-            experiment.add_figure(f"lca_report/{name}", figure, close=False)
+            experiment.add_figure(f"lca_report/{name}", figure, global_step=step, close=False)
         plt.close(figure)
 
 
@@ -257,10 +257,11 @@ def write_report(
     compare: Path | None = None,
     min_layers: int | None = None,
     out: Path | None = None,
+    step: int = 0,
 ) -> dict:
     """Draw every figure of the run whose store is ``store`` into ``out`` (default:
-    ``<store dir>/lca_report/``); log them to the logger's TensorBoard experiment if it has one. Returns
-    the summary (with peak counts)."""
+    ``<store dir>/lca_report/``); log them to the logger's TensorBoard experiment if it has one, at
+    ``step`` (the run's last). Returns the summary (with peak counts)."""
     run = LCARun(store)
     other = LCARun(compare) if compare is not None else None
     numbers = summary(run)
@@ -278,7 +279,7 @@ def write_report(
     folder = run.path.parent / "lca_report" if out is None else Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _save(figures, folder, getattr(logger, "experiment", None))
+        _save(figures, folder, getattr(logger, "experiment", None), step)
     except OSError as error:
         raise UserInputError(
             f"cannot write the LCA report into {folder}: {describe(error)}; give another folder with --out"
