@@ -51,7 +51,9 @@ class InterpretabilityCLI(LightningCLI):
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
                 init_args=Namespace(
-                    save_dir=config.trainer.default_root_dir or RUNS_DIR, name=run_name(config)
+                    save_dir=config.trainer.default_root_dir or RUNS_DIR,
+                    name=run_name(config),
+                    default_hp_metric=False,  # SaveConfigAndVersions logs the validation metric instead
                 ),
             )
 

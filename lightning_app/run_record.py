@@ -8,9 +8,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+HPARAMS_METRICS = ("val/acc", "val/soft_iou", "val/loss")  # the first one logged is the HParams metric
 START_FILES = {"config.yaml", "versions.yaml", "hparams.yaml"}
 PACKAGES = (
     "torch", "torchvision", "lightning", "torchmetrics", "jsonargparse", "captum",
@@ -21,7 +24,12 @@ PACKAGES = (
 class SaveConfigAndVersions(SaveConfigCallback):
     """Writes ``config.yaml`` (Lightning's resolved config) and ``versions.yaml`` (Python, packages,
     git commit of the working directory) into the run's log dir, on rank 0. A run that fails before its
-    first optimizer step leaves no run folder behind."""
+    first optimizer step leaves no run folder behind. TensorBoard's HParams tab gets the settings that
+    tell runs apart (:func:`curated_hparams`) against the validation metric, logged every validation."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hparams_logged = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -38,6 +46,23 @@ class SaveConfigAndVersions(SaveConfigCallback):
                 f"Run folder: {log_dir}; look at it with: tensorboard --logdir {Path(log_dir).parent}"
             )
 
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (
+            trainer.sanity_checking
+            or not trainer.is_global_zero
+            or not isinstance(trainer.logger, TensorBoardLogger)
+        ):
+            return
+        name = next((name for name in HPARAMS_METRICS if name in trainer.callback_metrics), None)
+        if name is None:
+            return
+        metric = {f"hp/{name.replace('/', '_')}": float(trainer.callback_metrics[name])}
+        if self.hparams_logged:
+            trainer.logger.log_metrics(metric, step=trainer.global_step)
+        else:
+            trainer.logger.log_hyperparams(curated_hparams(self.config), metric, step=trainer.global_step)
+            self.hparams_logged = True
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -50,6 +75,29 @@ class SaveConfigAndVersions(SaveConfigCallback):
         if run_dir is not None and run_dir.is_dir() and _only_start_files(run_dir):
             shutil.rmtree(run_dir)
             rank_zero_info(f"Removed the run folder {run_dir}: the run failed before its first step")
+
+
+def curated_hparams(config: Namespace) -> dict[str, str | int | float]:
+    """The settings that tell runs apart: network, optimizer and learning rate, batch size, epochs or
+    steps, seed and data (set ones only; class paths shortened to the class name)."""
+    wanted = {
+        "network": "model.init_args.net.class_path",
+        "model": "model.class_path",
+        "optimizer": "model.init_args.optimizer.class_path",
+        "lr": "model.init_args.optimizer.init_args.lr",
+        "batch_size": "data.init_args.batch_size",
+        "max_epochs": "trainer.max_epochs",
+        "max_steps": "trainer.max_steps",
+        "seed": "seed_everything",
+        "data": "data.class_path",
+        "data_source": "data.init_args.source",
+    }
+    values = {name: config.get(key) for name, key in wanted.items()}
+    return {
+        name: value.rsplit(".", 1)[-1] if isinstance(value, str) and "." in value and name != "lr" else value
+        for name, value in values.items()
+        if value is not None and value != -1
+    }
 
 
 def _only_start_files(path: Path) -> bool:

@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from callbacks.lca.store import LCARun
 from lightning_app.cli import cli_main, main
@@ -81,11 +82,35 @@ def test_quickstart_shows_the_product_lca_report_attributions_and_where_to_look(
     assert any(line.endswith("look at it with: tensorboard --logdir runs/quickstart") for line in messages)
 
 
+def test_hparams_tab_shows_the_settings_that_tell_runs_apart_against_the_validation_accuracy(quickstart_run):
+    _, run_dir, _ = quickstart_run
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+
+    def plugin_data(tag: str) -> HParamsPluginData:
+        return HParamsPluginData.FromString(events.SummaryMetadata(tag).plugin_data.content)
+
+    started = plugin_data("_hparams_/session_start_info").session_start_info.hparams
+    shown = {name: getattr(value, value.WhichOneof("kind")) for name, value in started.items()}
+    assert shown == {
+        "network": "FullyConnected", "model": "ClassificationModule", "optimizer": "SGD", "lr": 0.05,
+        "batch_size": 50.0, "max_epochs": 10.0, "seed": 0.0, "data": "MNISTDataModule",
+        "data_source": "sample",
+    }  # fmt: skip
+    metrics = plugin_data("_hparams_/experiment").experiment.metric_infos
+    assert [info.name.tag for info in metrics] == ["hp/val_acc"]
+    accuracy = [event.value for event in events.Scalars("hp/val_acc")]
+    assert accuracy == pytest.approx([event.value for event in events.Scalars("val/acc")])
+    assert len(accuracy) == 10 and "hp_metric" not in events.Tags()["scalars"]
+
+
 def test_run_folder_holds_the_resolved_config_the_versions_and_a_checkpoint(quickstart_run):
     _, run_dir, _ = quickstart_run
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["seed_everything"] == 0
-    assert config["trainer"]["logger"]["init_args"] == {"save_dir": "runs", "name": "quickstart"}
+    assert config["trainer"]["logger"]["init_args"] == {
+        "save_dir": "runs", "name": "quickstart", "default_hp_metric": False,
+    }  # fmt: skip
     assert config["model"]["init_args"]["net"]["class_path"] == "models.nets.fc.FullyConnected"
     assert config["data"]["init_args"]["source"] == "sample"
     versions = yaml.safe_load((run_dir / "versions.yaml").read_text())
