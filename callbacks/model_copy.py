@@ -59,13 +59,11 @@ def shared_attributes(module: nn.Module) -> dict[int, object]:
     optimizer factory, which through its instantiators can reach the CLI, its callbacks and their open
     files."""
     containers = (dict, list, tuple, set, torch.Tensor, nn.Module, str, bytes, int, float, bool)
-    shared = {
-        id(value): value
-        for part in module.modules()
-        for value in vars(part).values()
-        if not isinstance(value, containers)
-    }
+    shared: dict[int, object] = {}
     for part in module.modules():
+        shared.update(
+            (id(value), value) for value in vars(part).values() if not isinstance(value, containers)
+        )
         if isinstance(part, pl.LightningModule):
             shared[id(part._trainer)] = None
     return shared

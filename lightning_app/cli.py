@@ -141,4 +141,9 @@ def check_checkpoint_file(path: Path) -> None:
 def main() -> None:
     """Entry point of ``train.py``: bad input ends with a one-line ``error: ...``, not a traceback
     (``INTERPRETABILITY_DEBUG=1`` shows it)."""
-    report_errors(lambda: (check_input_files(sys.argv[1:]), cli_main()))
+    report_errors(_train)
+
+
+def _train() -> None:
+    check_input_files(sys.argv[1:])
+    cli_main()

@@ -40,11 +40,9 @@ class SaveConfigAndVersions(SaveConfigCallback):
             rank_zero_info(f"Run folder: {log_dir} (view it with: tensorboard --logdir {path.parent.parent})")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        log_dir = trainer.logger.log_dir if trainer.logger is not None else None
-        if trainer.is_global_zero and log_dir is not None:
-            rank_zero_info(
-                f"Run folder: {log_dir}; look at it with: tensorboard --logdir {Path(log_dir).parent}"
-            )
+        run_dir = _run_dir(trainer)
+        if trainer.is_global_zero and run_dir is not None:
+            rank_zero_info(f"Run folder: {run_dir}; look at it with: tensorboard --logdir {run_dir.parent}")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (
@@ -70,8 +68,7 @@ class SaveConfigAndVersions(SaveConfigCallback):
         start wrote (the event file, config.yaml, versions.yaml, hparams.yaml)."""
         if not (trainer.is_global_zero and trainer.state.fn == "fit" and trainer.global_step == 0):
             return
-        log_dir = trainer.logger.log_dir if trainer.logger is not None else None  # no collective call here
-        run_dir = Path(log_dir) if log_dir is not None else None
+        run_dir = _run_dir(trainer)
         if run_dir is not None and run_dir.is_dir() and _only_start_files(run_dir):
             shutil.rmtree(run_dir)
             rank_zero_info(f"Removed the run folder {run_dir}: the run failed before its first step")
@@ -94,10 +91,16 @@ def curated_hparams(config: Namespace) -> dict[str, str | int | float]:
     }
     values = {name: config.get(key) for name, key in wanted.items()}
     return {
-        name: value.rsplit(".", 1)[-1] if isinstance(value, str) and "." in value and name != "lr" else value
+        name: value.rsplit(".", 1)[-1] if wanted[name].endswith("class_path") else value
         for name, value in values.items()
         if value is not None and value != -1
     }
+
+
+def _run_dir(trainer: pl.Trainer) -> Path | None:
+    """The logger's run folder, read without ``trainer.log_dir``'s collective call (safe on one rank)."""
+    log_dir = trainer.logger.log_dir if trainer.logger is not None else None
+    return Path(log_dir) if log_dir is not None else None
 
 
 def _only_start_files(path: Path) -> bool:
