@@ -1,9 +1,15 @@
 """EmbeddingCallback: a layer's features of a fixed probe set in TensorBoard's projector, and t-SNE."""
 
+import re
+from pathlib import Path
+
+import lightning.pytorch as pl
 import numpy as np
 import torch
+from google.protobuf import text_format
 from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
@@ -13,6 +19,7 @@ from callbacks.model_copy import find_layer, network_layers
 from lightning_app.errors import UserInputError
 
 SPRITE_SIZE = 28
+METADATA_HEADER = ["outcome", "label", "predicted"]
 
 
 def layer_inputs(
@@ -27,6 +34,23 @@ def layer_inputs(
     finally:
         handle.remove()
     return captured["x"].flatten(start_dim=1), logits
+
+
+def outcome(label: str, predicted: str) -> str:
+    """The projector's first metadata column, its default label: "3 -> 5 (wrong)" or "3 (right)"."""
+    return f"{label} (right)" if label == predicted else f"{label} -> {predicted} (wrong)"
+
+
+def newest_first(config_path: Path) -> None:
+    """Reorder the projector's config (a ``ProjectorConfig`` in text format) so the projector opens on
+    the newest tensor, and drop the ``:<step>`` that ``add_embedding`` appends to each tensor's name."""
+    config = text_format.Parse(config_path.read_text(), ProjectorConfig())
+    embeddings = sorted(config.embeddings, key=lambda e: int(e.tensor_path.split("/")[0]), reverse=True)
+    for embedding in embeddings:
+        embedding.tensor_name = re.sub(r":\d+$", "", embedding.tensor_name)
+    del config.embeddings[:]
+    config.embeddings.extend(embeddings)
+    config_path.write_text(text_format.MessageToString(config))
 
 
 def classifier_head(model: nn.Module) -> str:
@@ -61,7 +85,8 @@ class EmbeddingCallback(InspectionCallback):
     """Features of one layer for a fixed probe set: TensorBoard's projector and a t-SNE scatter.
 
     Logs the input of ``layer`` (default: the input of the last Linear layer, the classifier head)
-    with ``add_embedding`` (metadata: true label, predicted label, correct; image sprites), and a t-SNE
+    with ``add_embedding`` (metadata: the outcome "3 -> 5 (wrong)", the true and the predicted label;
+    image sprites; the newest tensor first, named "net.fc2 @ epoch 12"), and a t-SNE
     figure ``embedding/tsne`` (scikit-learn, Lees's settings: perplexity 30, learning rate 1,000,
     1,000 iterations, random initialisation) at the start and the end of training, and every
     ``every_n_epochs`` epochs when set.
@@ -95,6 +120,7 @@ class EmbeddingCallback(InspectionCallback):
             "max_iter": max_iter,
         }
         self.points: np.ndarray | None = None
+        self.moment = ""  # "epoch 12": when the projector's tensor was taken
 
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -107,6 +133,14 @@ class EmbeddingCallback(InspectionCallback):
         self.run(trainer, pl_module, final=False)
 
     @override
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
+        """Inspect, naming the projector's tensor by the epochs trained (by the stage outside fit)."""
+        epochs = trainer.fit_loop.epoch_progress.current.processed
+        fitting = trainer.state.fn == "fit"
+        self.moment = f"epoch {epochs}" if fitting else f"{trainer.state.fn} (step {trainer.global_step})"
+        super().run(trainer, pl_module, final)
+
+    @override
     def inspect(
         self, model: nn.Module, probe: ProbeSet, writer: SummaryWriter, step: int, final: bool
     ) -> None:
@@ -117,18 +151,19 @@ class EmbeddingCallback(InspectionCallback):
         labels = probe.labels.tolist()
         predicted = logits.argmax(dim=1).tolist()
         metadata = [
-            [probe.class_name(t), probe.class_name(p), "yes" if t == p else "no"]
+            [outcome(probe.class_name(t), probe.class_name(p)), probe.class_name(t), probe.class_name(p)]
             for t, p in zip(labels, predicted, strict=True)
         ]
         sprites = torch.nn.functional.interpolate(probe.display, size=(SPRITE_SIZE, SPRITE_SIZE))
         writer.add_embedding(
             features.cpu(),
             metadata=metadata,
-            metadata_header=["label", "predicted", "correct"],
+            metadata_header=METADATA_HEADER,
             label_img=sprites.expand(-1, 3, -1, -1).cpu(),
             global_step=step,
-            tag=f"{self.tag}/{name}",
+            tag=f"{name} @ {self.moment}",
         )
+        newest_first(Path(writer.get_logdir()) / "projector_config.pbtxt")
         perplexity = min(self.tsne["perplexity"], (len(features) - 1) / 3)
         tsne = TSNE(2, init="random", random_state=self.seed, **self.tsne | {"perplexity": perplexity})
         self.points = tsne.fit_transform(features.double().cpu().numpy())

@@ -17,6 +17,7 @@ from callbacks.attribution.targets import Scores, resolve_targets
 from callbacks.contracts import check_contracts
 from callbacks.inspection import class_name, display_images, inspected_copy
 from callbacks.model_copy import conv_layer_names, find_layer
+from callbacks.mosaic import Caption
 from callbacks.placement import Placement
 from datamodules.image_files import ImageFilesDataset
 
@@ -91,8 +92,8 @@ class ExplanationWriter(BasePredictionWriter):
             for folder, probabilities in zip(folders, logits.softmax(dim=-1), strict=True):
                 folder.mkdir(parents=True, exist_ok=True)
                 _write_predictions(folder / "predictions.json", probabilities, class_names)
-            titles = [
-                f"{name}: {class_name(class_names, c)} p={p:.2f}"
+            captions = [
+                Caption(f"{name}\n{class_name(class_names, c)} p={p:.2f}")
                 for name, c, p in zip(
                     names, targets.classes.tolist(), targets.probabilities.tolist(), strict=True
                 )
@@ -101,14 +102,14 @@ class ExplanationWriter(BasePredictionWriter):
                 result = method.attribute(scores, inputs, targets.classes, targets.forward_args)
                 for i, folder in enumerate(folders):
                     figure = method_figure(
-                        method.name, display[i : i + 1], result.rows(i, i + 1), titles[i : i + 1]
+                        method.name, display[i : i + 1], result.rows(i, i + 1), captions[i : i + 1]
                     )
-                    figure.savefig(folder / f"attribution_{method.name}.png", dpi=120)
+                    figure.savefig(folder / f"attribution_{method.name}.png")
             layers = conv_layer_names(model) if self.layers is None else self.layers
             for layer, maps in layer_outputs(model, layers, inputs).items():
                 for i, folder in enumerate(folders):
                     figure = feature_map_figure(layer, maps[i], self.top_channels, names[i])
-                    figure.savefig(folder / f"activations_{layer}.png", dpi=120)
+                    figure.savefig(folder / f"activations_{layer}.png")
 
 
 def _image_name(dataset, index: int) -> str:

@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
 from callbacks.inspection import display_images, tensorboard
-from callbacks.mosaic import mosaic_figure
+from callbacks.mosaic import Caption, ColourBar, Panel, mosaic_figure
 from callbacks.placement import Placement
 from datamodules.spacenet.assembly import TileAssembler, building_probability
 from datamodules.spacenet.building_score import MIN_AREA, Proposal, score_image
@@ -78,7 +78,7 @@ class SpaceNetTileEvaluation(pl.Callback):
             tiles[:: trainer.world_size][: self.panels] if trainer.is_global_zero else []
         )  # rank 0's tiles
         metric = BuildingF1().to(pl_module.device)
-        rows, labels = [], []
+        rows = []
         for tile, tile_probabilities in self.predict_tiles(trainer, pl_module, dataset, tiles):
             building = building_probability(tile_probabilities)
             proposals = [Proposal(p, c) for p, c in scored_polygons(building, self.threshold)]
@@ -87,11 +87,12 @@ class SpaceNetTileEvaluation(pl.Callback):
             counts = score_image(self.truth[tile], proposals, self.miniou, self.min_area)
             metric.update(counts)
             if tile in shown:
-                rows.append(self._panels(datamodule, dataset, tile, building))
-                labels.append([dataset.reader.tiles[tile].pair.tile_id, "truth", f"F1 {counts.f1:.2f}"])
+                captions = [dataset.reader.tiles[tile].pair.tile_id, "truth", f"F1 {counts.f1:.2f}"]
+                panels = self._panels(datamodule, dataset, tile, building)
+                rows.append([Panel(p, Caption(c)) for p, c in zip(panels, captions, strict=True)])
         for name, value in metric.compute().items():  # summed over processes
             pl_module.log(f"val/{name}", value, sync_dist=True)
-        self._log_figure(trainer, rows, labels)
+        self._log_figure(trainer, rows)
 
     def predict_tiles(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: SpaceNetDataset, tiles: list[int]
@@ -125,11 +126,12 @@ class SpaceNetTileEvaluation(pl.Callback):
         return [panel.transpose(1, 2, 0)[::step, ::step].astype(np.float32) for panel in (rgb, *gray)]
 
     @rank_zero_only
-    def _log_figure(self, trainer: pl.Trainer, rows: list, labels: list) -> None:
+    def _log_figure(self, trainer: pl.Trainer, rows: list[list[Panel]]) -> None:
         writer = tensorboard(trainer)
         if writer is None or not rows:
             return
+        bar = ColourBar("gray", 0, 1, "building probability")
         figure = mosaic_figure(
-            "val tiles: image | truth (grey: ignored) | building probability", rows, labels
+            "val tiles: image | truth (grey: ignored) | building probability", rows, colour_bar=bar
         )
         writer.add_figure("val/tiles", figure, global_step=trainer.global_step)

@@ -4,8 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from google.protobuf import text_format
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 from callbacks.activations import ActivationCallback, dead_channel_fraction, layer_outputs
 from callbacks.attribution import AttributionCallback
@@ -77,15 +79,29 @@ def test_callbacks_log_to_tensorboard_and_leave_training_untouched():
     # epoch 1 (step 3) by the schedule, the end of fit (step 6); t-SNE at the start and the end
     assert [e.step for e in log.Images("attribution/Saliency")] == [3, 6]
     assert [e.step for e in log.Images("embedding/tsne")] == [0, 6]
-    scalars = set(log.Tags()["scalars"])
-    for check in ("randomisation_correlation", "infidelity", "sensitivity_max", "insensitive"):
-        assert f"sanity/{check}/Saliency" in scalars
-    dead = log.Scalars("dead_channels/net.conv1")[-1].value
-    assert dead == pytest.approx(callbacks[1].dead_fractions["net.conv1"]) and 0 <= dead <= 1
-    projector = (run_dir / "projector_config.pbtxt").read_text()
-    assert "embedding/net.fc2" in projector and "sprite" in projector
+    assert not any(tag.startswith("sanity") for tag in log.Tags()["scalars"])  # one table, one chart
+    assert [e.step for e in log.Images("sanity/checks")] == [6]
+    (table,) = log.Tensors("sanity/checks/text_summary")
+    rows = table.tensor_proto.string_val[0].decode().splitlines()
+    assert rows[0].startswith("| method | randomisation correlation | insensitive to the model |")
+    sanity = callbacks[0].sanity
+    assert [row.split(" | ")[0] for row in rows[2:5]] == ["| Saliency", "| LayerGradCam", "| Lime"]
+    assert f"| Saliency | {sanity['Saliency']['randomisation_correlation']:.3f} |" in rows[2]
+    dead = log.Scalars("dead_channels/net.conv1")
+    assert [e.step for e in dead] == [3, 6]  # after each epoch, a curve
+    assert (
+        dead[-1].value == pytest.approx(callbacks[1].dead_fractions["net.conv1"]) and 0 <= dead[-1].value <= 1
+    )
+    projector = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    # the trained tensor first, so the projector opens on it
+    assert [e.tensor_name for e in projector.embeddings] == ["net.fc2 @ epoch 2", "net.fc2 @ epoch 0"]
+    assert projector.embeddings[0].tensor_path.startswith("00006/")
+    assert all(e.sprite.image_path for e in projector.embeddings)
     metadata = next(run_dir.glob("00006/*/metadata.tsv")).read_text().splitlines()
-    assert metadata[0] == "label\tpredicted\tcorrect" and len(metadata) == 31
+    assert metadata[0] == "outcome\tlabel\tpredicted" and len(metadata) == 31
+    for row in metadata[1:]:
+        outcome, label, predicted = row.split("\t")
+        assert outcome == (f"{label} (right)" if label == predicted else f"{label} -> {predicted} (wrong)")
     assert callbacks[2].points.shape == (30, 2)
     assert len(probe) == 10 and probe == sorted(probe)
 

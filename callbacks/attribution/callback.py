@@ -15,9 +15,11 @@ from callbacks.attribution.sanity import (
     randomised_copy,
     sensitivity_score,
 )
+from callbacks.attribution.sanity_report import sanity_figure, sanity_table
 from callbacks.attribution.targets import Scores, Targets, class_index, resolve_targets
 from callbacks.inspection import InspectionCallback, ProbeSet
 from callbacks.model_copy import find_layer
+from callbacks.mosaic import Caption
 
 DEFAULT_METHODS = {
     "Saliency": {},
@@ -33,10 +35,12 @@ class AttributionCallback(InspectionCallback):
     """Attribution maps of the configured Captum methods on a fixed probe set.
 
     Every ``every_n_epochs`` epochs and at the end of ``fit`` (and at the end of ``validate``, ``test``
-    and ``predict``), logs one figure per method to TensorBoard under ``attribution/<method>``: input |
-    heat map | overlay per sample, the explained class and its probability in the row's title. Lime
-    logs Lees's five panels. Works on classifiers and on segmentation networks (the sum of a class's
-    logits over the predicted or true region). Runs on rank 0, on a copy of the model.
+    and ``predict``), logs one figure per method to TensorBoard under ``attribution/<method>``: a column
+    per probe image (its index, the explained class and its probability above it, the true class in
+    red when the prediction is wrong) and the rows input, heat map (with a colour bar of the values)
+    and overlay. Lime logs Lees's five panels as rows. Works on classifiers and on segmentation networks
+    (the sum of a class's logits over the predicted or true region). Runs on rank 0, on a copy of the
+    model.
 
     Args:
         methods: method name -> arguments; see :mod:`callbacks.attribution.methods` for the names
@@ -51,11 +55,12 @@ class AttributionCallback(InspectionCallback):
         seed: seed of the probe draw and of the methods' random numbers (the training's random
             state is left as it was).
         every_n_epochs: period during ``fit``; 0 logs only at the end.
-        sanity_checks: at the end of ``fit``/``validate``/``test``, log per method
-            ``sanity/randomisation_correlation/<method>`` (Adebayo et al. 2018), ``sanity/infidelity/
-            <method>`` and ``sanity/sensitivity_max/<method>`` (Captum's metrics).
+        sanity_checks: at the end of ``fit``/``validate``/``test``, check every method: the rank
+            correlation of its maps with those of a randomised model (Adebayo et al. 2018), infidelity
+            and max sensitivity (Captum's metrics); logged as one table (``sanity/checks`` in the TEXT
+            tab) and one bar chart (``sanity/checks`` in IMAGES).
         randomisation_threshold: a method whose maps correlate above this with those of the randomised
-            model is flagged: a warning and ``sanity/insensitive/<method>`` = 1.
+            model is flagged: a warning and "yes" in the table's "insensitive" column.
     """
 
     tag = "attribution"
@@ -98,26 +103,36 @@ class AttributionCallback(InspectionCallback):
             logits = model(probe.inputs)
         scores = Scores(model, segmentation=logits.ndim == 4)
         targets = resolve_targets(self.target, logits, probe.labels, probe.class_names)
-        titles = self._titles(probe, targets)
+        captions = self._captions(probe, targets, logits.argmax(dim=1).cpu())
         randomised = randomised_copy(scores, self.seed) if final and self.sanity_checks else None
         for method in self.methods:
             result = method.attribute(scores, probe.inputs, targets.classes, targets.forward_args)
-            figure = method_figure(method.name, probe.display, result, titles)
+            figure = method_figure(method.name, probe.display, result, captions)
             writer.add_figure(f"{self.tag}/{method.name}", figure, step)
             if randomised is not None:
-                self._sanity(method, scores, randomised, probe.inputs, targets, result.values, writer, step)
+                self._sanity(method, scores, randomised, probe.inputs, targets, result.values)
+        if randomised is not None:
+            writer.add_text("sanity/checks", sanity_table(self.sanity, self.randomisation_threshold), step)
+            writer.add_figure("sanity/checks", sanity_figure(self.sanity, self.randomisation_threshold), step)
 
-    def _titles(self, probe: ProbeSet, targets: Targets) -> list[str]:
-        titles = []
+    @staticmethod
+    def _captions(probe: ProbeSet, targets: Targets, predicted: torch.Tensor) -> list[Caption]:
+        """Per probe image: its index, the explained class and its probability, and for a classifier
+        the true class, in red when the prediction is wrong."""
+        captions = []
         for position, (index, cls, probability) in enumerate(
             zip(probe.indices, targets.classes.tolist(), targets.probabilities.tolist(), strict=True)
         ):
+            text = f"#{index}\n{probe.class_name(cls)} p={probability:.2f}"
             label = probe.labels[position]
-            truth = f", true {probe.class_name(int(label))}" if label.ndim == 0 else ""
-            titles.append(f"#{index}: {probe.class_name(cls)} p={probability:.2f}{truth}")
-        return titles
+            if label.ndim > 0:  # a segmentation mask
+                captions.append(Caption(text))
+                continue
+            wrong = int(label) != int(predicted[position])
+            captions.append(Caption(f"{text}\ntrue {probe.class_name(int(label))}", alert=wrong))
+        return captions
 
-    def _sanity(self, method, scores, randomised, inputs, targets, values, writer, step) -> None:
+    def _sanity(self, method, scores, randomised, inputs, targets, values) -> None:
         results = {
             "randomisation_correlation": randomisation_correlation(
                 method, scores, randomised, inputs, targets, values
@@ -132,6 +147,4 @@ class AttributionCallback(InspectionCallback):
                 f"(rank correlation {results['randomisation_correlation']:.2f} > "
                 f"{self.randomisation_threshold}): its maps do not explain this model"
             )
-        for name, value in results.items():
-            writer.add_scalar(f"sanity/{name}/{method.name}", value, step)
         self.sanity[method.name] = results

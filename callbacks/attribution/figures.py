@@ -4,18 +4,19 @@ weight >= 0.1)."""
 
 import numpy as np
 import torch
-from captum.attr._utils.visualization import _normalize_attr
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from skimage.segmentation import mark_boundaries
 
 from callbacks.attribution.methods import Attributions
-from callbacks.mosaic import mosaic_figure
+from callbacks.mosaic import Caption, ColourBar, Panel, mosaic_figure
 
 HIDDEN_GREY = 0.5
 GREEN, RED = np.array([0.0, 0.8, 0.0]), np.array([0.9, 0.0, 0.0])
 OUTLIER_PERCENT = 2
 SIGNED = LinearSegmentedColormap.from_list("signed", ["red", "white", "green"])
+ATTRIBUTION_ROWS = ["input", "attribution", "overlay"]
+LIME_ROWS = ["original", "top 5 positive", "top 5 over image", "top 10 +/-", "weight >= 0.1"]
 
 
 def image_hwc(image: torch.Tensor) -> np.ndarray:
@@ -24,18 +25,23 @@ def image_hwc(image: torch.Tensor) -> np.ndarray:
     return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[..., :3]
 
 
-def heat_map(attribution: torch.Tensor) -> np.ndarray:
-    """Signed heat map (H, W) in [-1, 1]: channels summed, scaled by the 98th percentile of |values|
-    (Captum's normalisation)."""
-    values = attribution.detach().sum(dim=0).double().cpu().numpy()
-    if not np.any(values):
-        return values
-    return _normalize_attr(values, "all", OUTLIER_PERCENT)
+def summed_channels(attribution: torch.Tensor) -> np.ndarray:
+    """An attribution (C, H, W) summed over its channels, as an (H, W) array."""
+    return attribution.detach().sum(dim=0).double().cpu().numpy()
 
 
-def attribution_panels(pixels: np.ndarray, attribution: torch.Tensor) -> list[np.ndarray]:
-    """Input, heat map (green positive, red negative) and the heat map blended over the grey input."""
-    heat = SIGNED((heat_map(attribution) + 1) / 2)[..., :3]
+def heat_scale(maps: list[np.ndarray]) -> float:
+    """The value shown at the ends of the colour scale: the 98th percentile of |attribution| over the
+    figure's maps, so one outlier pixel does not wash out the rest (as Captum clips 2 % outliers)."""
+    values = np.abs(np.concatenate([m.ravel() for m in maps]))
+    return float(np.percentile(values, 100 - OUTLIER_PERCENT)) if values.any() else 0.0
+
+
+def attribution_panels(pixels: np.ndarray, summed: np.ndarray, scale: float) -> list[np.ndarray]:
+    """Input, heat map (green positive, red negative, clipped at +-scale) and the heat map blended over
+    the grey input."""
+    signed = np.clip(summed / scale, -1, 1) if scale > 0 else np.zeros_like(summed)
+    heat = SIGNED((signed + 1) / 2)[..., :3]
     grey = np.repeat(pixels.mean(axis=2, keepdims=True), 3, axis=2)
     return [pixels, heat, 0.5 * grey + 0.5 * heat]
 
@@ -64,29 +70,43 @@ def lime_panels(pixels: np.ndarray, segments: np.ndarray, weights: np.ndarray) -
     ]
 
 
-def method_figure(method: str, display: torch.Tensor, result: Attributions, titles: list[str]) -> Figure:
+def method_figure(
+    method: str, display: torch.Tensor, result: Attributions, captions: list[Caption]
+) -> Figure:
     """The figure of one method's result: Lime's five panels when it has superpixels, else input |
     heat map | overlay."""
     if result.superpixels is not None:
-        return lime_figure(display, result.superpixels, result.weights, titles)
-    return attribution_figure(method, display, result.values, titles)
+        return lime_figure(display, result.superpixels, result.weights, captions)
+    return attribution_figure(method, display, result.values, captions)
 
 
-def attribution_figure(method: str, display: torch.Tensor, values: torch.Tensor, titles: list[str]) -> Figure:
-    """One row per sample: the input, the signed heat map and the overlay."""
-    rows = [
-        attribution_panels(image_hwc(image), values) for image, values in zip(display, values, strict=True)
+def attribution_figure(
+    method: str, display: torch.Tensor, values: torch.Tensor, captions: list[Caption]
+) -> Figure:
+    """One column per probe image: the input, the signed heat map and the overlay, with a colour bar
+    of the attribution values."""
+    summed = [summed_channels(attribution) for attribution in values]
+    scale = heat_scale(summed)
+    columns = [
+        attribution_panels(image_hwc(image), heat, scale) for image, heat in zip(display, summed, strict=True)
     ]
-    return mosaic_figure(f"{method}: input | attribution | overlay", rows, [[title] for title in titles])
+    bar = ColourBar(SIGNED, -scale, scale, "attribution, summed over channels")
+    return mosaic_figure(method, as_rows(columns, captions), ATTRIBUTION_ROWS, bar)
 
 
 def lime_figure(
-    display: torch.Tensor, superpixels: torch.Tensor, weights: list[torch.Tensor], titles: list[str]
+    display: torch.Tensor, superpixels: torch.Tensor, weights: list[torch.Tensor], captions: list[Caption]
 ) -> Figure:
-    """Lees's five LIME panels per sample."""
-    rows = [
+    """Lees's five LIME panels per probe image, one image per column."""
+    columns = [
         lime_panels(image_hwc(image), segments.cpu().numpy(), weight.cpu().numpy())
         for image, segments, weight in zip(display, superpixels, weights, strict=True)
     ]
-    headers = "original | top 5 positive | top 5 over image | top 10 +/- | weight >= 0.1"
-    return mosaic_figure(f"Lime: {headers}", rows, [[title] for title in titles])
+    return mosaic_figure("Lime", as_rows(columns, captions), LIME_ROWS)
+
+
+def as_rows(columns: list[list[np.ndarray]], captions: list[Caption]) -> list[list[Panel]]:
+    """Each probe image's panels as a column, its caption above the first row."""
+    rows = [[Panel(pixels) for pixels in row] for row in zip(*columns, strict=True)]
+    rows[0] = [Panel(panel.pixels, caption) for panel, caption in zip(rows[0], captions, strict=True)]
+    return rows
