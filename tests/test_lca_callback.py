@@ -157,30 +157,46 @@ def test_tensorboard_holds_the_scalars_the_layer_chart_histograms_and_the_report
         "lca/lca_sum",
         "lca/integration_error",
         "lca/fraction_helped",
-        "lca_layer/net.fc1.weight",
-        "lca_layer/net.fc3.bias",
         "lca_val/lca_sum",
     }
     assert expected <= set(tags["scalars"])
+    assert not any(tag.startswith("lca_layer") for tag in tags["scalars"])  # the layers are runs
     assert len(events.Scalars("lca/lca_sum")) == 800
-    assert "lca/per_parameter" in tags["histograms"]
     assert "custom_scalars__config__" in tags["tensors"]
     assert {"lca_report/loss", "lca_report/helped_histograms", "lca_report/peaks"} <= set(tags["images"])
     assert [image.step for image in events.Images("lca_report/loss")] == [800]  # the run's last step
 
 
-def test_tensorboard_holds_cumulative_per_class_and_relative_error_scalars_that_match_the_store(lca_runs):
+def test_each_layer_is_a_tensorboard_run_whose_scalars_match_the_store(lca_runs):
+    _, run_dir = lca_runs["rk4"]
+    run = LCARun(run_dir / "lca.h5")
+    layers = sorted(p.name for p in (run_dir / "lca_layers").iterdir())
+    assert layers == ["net.fc1", "net.fc2", "net.fc3"]  # one run per layer, weight and bias together
+    for layer in layers:
+        events = EventAccumulator(
+            str(run_dir / "lca_layers" / layer), size_guidance={"scalars": 0, "histograms": 0}
+        )
+        events.Reload()
+        tensors = [i for i, name in enumerate(run.names) if name.startswith(f"{layer}.")]
+        step = events.Scalars("lca_layer/step")
+        assert [e.step for e in step] == list(range(800))
+        np.testing.assert_allclose(
+            [e.value for e in step], run.steps["layer_lca"][:, tensors].sum(axis=1), rtol=1e-5, atol=1e-9
+        )
+        total = sum(run.totals["lca"][run.offsets[i] : run.offsets[i] + run.sizes[i]].sum() for i in tensors)
+        last = events.Scalars("lca_layer/cumulative")[-1]
+        assert last.step == 799 and last.value == pytest.approx(total, rel=1e-5, abs=1e-9)
+        histograms = events.Histograms("lca_layer/per_parameter")
+        assert [h.step for h in histograms] == list(range(0, 800, 25))  # 32 time slices
+        assert histograms[0].histogram_value.num == sum(run.sizes[i] for i in tensors)
+
+
+def test_tensorboard_holds_per_class_and_relative_error_scalars_that_match_the_store(lca_runs):
     _, run_dir = lca_runs["rk4"]
     run = LCARun(run_dir / "lca.h5")
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     last = {tag: events.Scalars(tag)[-1] for tag in events.Tags()["scalars"]}
-    for index, name in enumerate(run.names):  # the run's sum per tensor, as the totals hold it
-        start, size = run.offsets[index], run.sizes[index]
-        assert last[f"lca_cumulative/{name}"].step == 799
-        assert last[f"lca_cumulative/{name}"].value == pytest.approx(
-            run.totals["lca"][start : start + size].sum(), rel=1e-5, abs=1e-9
-        )
     class_sum = sum(last[f"lca_class/{name}"].value for name in run.class_names)
     assert class_sum == pytest.approx(
         run.steps["lca_sum"][-1], rel=1e-4, abs=1e-9
@@ -401,8 +417,14 @@ def test_lca_scalars_reach_a_logger_other_than_tensorboard():
     with open(Path(logger.log_dir) / "metrics.csv") as file:
         rows = [row for row in csv.DictReader(file) if row["lca/lca_sum"]]
     assert [int(row["step"]) for row in rows] == [0, 1, 2, 3]
-    stored = LCARun(Path(logger.log_dir) / "lca.h5").steps["lca_sum"]
-    np.testing.assert_allclose([float(row["lca/lca_sum"]) for row in rows], stored, rtol=1e-6)
+    run = LCARun(Path(logger.log_dir) / "lca.h5")
+    np.testing.assert_allclose([float(row["lca/lca_sum"]) for row in rows], run.steps["lca_sum"], rtol=1e-6)
+    fc3 = [i for i, name in enumerate(run.names) if name.startswith("net.fc3.")]  # weight + bias
+    np.testing.assert_allclose(
+        [float(row["lca_layer/net.fc3"]) for row in rows],
+        run.steps["layer_lca"][:, fc3].sum(axis=1),
+        rtol=1e-5,
+    )
 
 
 def test_a_checkpoint_saved_after_fit_holds_the_running_totals():

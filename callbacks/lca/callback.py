@@ -74,7 +74,8 @@ class LossChangeAllocation(pl.Callback):
         per_class: split the loss into per-class terms (one vectorised pass) and record LCA per class.
         dense_every: every k-th step, store the full per-parameter LCA vector (0: never).
         flush_every: steps between writes of the store.
-        histogram_every: steps between TensorBoard histograms of per-parameter LCA (0: never).
+        histogram_every: steps between TensorBoard histograms of the LCA of each layer's parameters
+            (0: never).
         store_path: where the store goes; default ``<log_dir>/lca.h5``. A run never writes into
             another run's store: a resumed run copies the checkpoint's records into its own store (see
             the README's "Reliability").
@@ -98,7 +99,7 @@ class LossChangeAllocation(pl.Callback):
         per_class: bool = True,
         dense_every: int = 0,
         flush_every: int = 50,
-        histogram_every: int = 100,
+        histogram_every: int = 25,
         store_path: str | None = None,
         report: bool = True,
     ) -> None:
@@ -297,17 +298,17 @@ class LossChangeAllocation(pl.Callback):
 
     @staticmethod
     def _tensorboard(trainer: pl.Trainer) -> SummaryWriter | None:
-        """The logger's SummaryWriter, with one chart holding the LCA of every parameter tensor (the
-        writer adds the scalars in an event file of its own: TensorBoard reads every event file of a run
-        folder as one run)."""
+        """The logger's SummaryWriter, with custom-scalar charts of the layers (each a run of its own,
+        :mod:`callbacks.lca.layer_runs`), the classes and the loss change (the record writer adds the
+        scalars in an event file of its own: TensorBoard reads every event file of a folder as one run)."""
         experiment = getattr(trainer.logger, "experiment", None)
         if not isinstance(experiment, SummaryWriter):
             return None
         experiment.add_custom_scalars(
             {
                 "LCA": {
-                    "LCA per parameter tensor": ["Multiline", ["lca_layer/.*"]],
-                    "cumulative LCA per parameter tensor": ["Multiline", ["lca_cumulative/.*"]],
+                    "LCA per layer": ["Multiline", ["lca_layer/step"]],
+                    "cumulative LCA per layer": ["Multiline", ["lca_layer/cumulative"]],
                     "LCA per class": ["Multiline", ["lca_class/.*"]],
                     "loss change and sum of LCA": ["Multiline", ["lca/loss_change", "lca/lca_sum"]],
                     "fraction of parameters helped, hurt, zero": ["Multiline", ["lca/fraction_.*"]],

@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.writer import FileWriter
 
 from callbacks.lca.integrators import PathIntegral
+from callbacks.lca.layer_runs import LayerRuns, layer_name
 from callbacks.lca.layout import ParameterLayout
 from callbacks.lca.records import RecordBuilder, StepRecord
 from callbacks.lca.store import LCAStore
@@ -64,6 +65,11 @@ class RecordWriter:
         self.layout: ParameterLayout = builder.layout
         self.scalar_writer = (
             FileWriter(outputs.tensorboard.get_logdir(), filename_suffix=".lca")
+            if outputs.tensorboard is not None
+            else None
+        )
+        self.layer_runs = (
+            LayerRuns(self.layout, outputs.tensorboard.get_logdir())
             if outputs.tensorboard is not None
             else None
         )
@@ -115,6 +121,7 @@ class RecordWriter:
         self.outputs.store.close(self.builder.totals)
         if self.scalar_writer is not None:
             self.scalar_writer.close()
+            self.layer_runs.close()
 
     def _run(self) -> None:
         while True:
@@ -147,25 +154,25 @@ class RecordWriter:
             store.flush(self.builder.totals)
         self._log(record)
         wanted = outputs.histogram_every and record.step % outputs.histogram_every == 0 and record.valid
-        if wanted and outputs.tensorboard is not None:
-            outputs.tensorboard.add_histogram("lca/per_parameter", result.lca.float().cpu(), record.step)
+        if wanted and self.layer_runs is not None:
+            self.layer_runs.log_histograms(record.step, result.lca)
 
     def _log(self, record: StepRecord) -> None:
         if record.valid:
             self.cumulative += record.train.layer_lca
-        metrics = scalars(self.layout, record, self.cumulative, self.outputs.class_names)
-        if self.scalar_writer is None:
+        metrics = scalars(self.layout, record, self.outputs.class_names)
+        if self.scalar_writer is None:  # another logger: the layers as tags of the one run
+            metrics.update(layer_scalars(self.layout, record.train.layer_lca, self.cumulative))
             self.metrics.append((metrics, record.step))
         else:  # one event for all of a step's values: a tenth of the cost of one event per value
             values = [Summary.Value(tag=tag, simple_value=value) for tag, value in metrics.items()]
             self.scalar_writer.add_summary(Summary(value=values), record.step)
+            self.layer_runs.log(record.step, record.train.layer_lca, self.cumulative)
 
 
-def scalars(
-    layout: ParameterLayout, record: StepRecord, cumulative: torch.Tensor, class_names: list[str] | None
-) -> dict[str, float]:
-    """The TensorBoard scalars of a record: the step's numbers, the LCA of every parameter tensor at this
-    step and summed over the run so far (``cumulative``), and with per-class records each class's LCA."""
+def scalars(layout: ParameterLayout, record: StepRecord, class_names: list[str] | None) -> dict[str, float]:
+    """The TensorBoard scalars of a record: the step's numbers and, with per-class records, each class's
+    LCA."""
     helped, hurt, zero = (record.counts.double() / layout.num_parameters).tolist()
     metrics = {
         "lca/loss_change": record.train.loss_change,
@@ -178,11 +185,6 @@ def scalars(
     }
     if record.train.loss_change != 0:
         metrics["lca/integration_error_percent"] = 100 * abs(record.train.error / record.train.loss_change)
-    for name, step_value, total in zip(
-        layout.names, record.train.layer_lca.tolist(), cumulative.tolist(), strict=True
-    ):
-        metrics[f"lca_layer/{name}"] = step_value
-        metrics[f"lca_cumulative/{name}"] = total
     if class_names is not None and record.train.class_layer_lca is not None:
         per_class = record.train.class_layer_lca.double().sum(dim=1).tolist()
         metrics.update(
@@ -190,4 +192,17 @@ def scalars(
         )
     if record.val is not None:
         metrics.update({"lca_val/loss_change": record.val.loss_change, "lca_val/lca_sum": record.val.lca_sum})
+    return metrics
+
+
+def layer_scalars(
+    layout: ParameterLayout, step_lca: torch.Tensor, cumulative: torch.Tensor
+) -> dict[str, float]:
+    """Each layer's LCA at a step and summed over the run so far, as tags of one run (for a logger that
+    has no runs of its own per layer)."""
+    metrics: dict[str, float] = {}
+    for module, value, total in zip(layout.modules, step_lca.tolist(), cumulative.tolist(), strict=True):
+        layer = layer_name(module)
+        metrics[f"lca_layer/{layer}"] = metrics.get(f"lca_layer/{layer}", 0.0) + value
+        metrics[f"lca_cumulative/{layer}"] = metrics.get(f"lca_cumulative/{layer}", 0.0) + total
     return metrics
