@@ -16,6 +16,7 @@ from datamodules.spacenet.building_score import MIN_AREA, Proposal, score_image
 from datamodules.spacenet.dataset import SpaceNetDataset
 from datamodules.spacenet.geo_output import scored_polygons
 from datamodules.spacenet.tiling import whole_tile
+from lightning_app.dashboard_logger import dashboard_tag
 from lightning_app.errors import UserInputError
 from models.segmentation_metrics import BuildingF1, probabilities
 
@@ -28,7 +29,7 @@ class SpaceNetTileEvaluation(pl.Callback):
     tile's label polygons with SpaceNet's rule (:func:`~datamodules.spacenet.building_score.score_image`:
     greedy matching at IoU > ``miniou``, polygons under ``min_area`` pixels left out). Logs
     ``val/building_precision``, ``val/building_recall`` and ``val/building_f1`` over all tiles (summed over
-    DDP processes, which share the tiles), and a TensorBoard figure ``val/tiles`` of image | truth |
+    DDP processes, which share the tiles), and a TensorBoard figure ``Validation/tiles`` of image | truth |
     probability for the first ``panels`` tiles.
 
     Args:
@@ -134,4 +135,4 @@ class SpaceNetTileEvaluation(pl.Callback):
         figure = mosaic_figure(
             "val tiles: image | truth (grey: ignored) | building probability", rows, colour_bar=bar
         )
-        writer.add_figure("val/tiles", figure, global_step=trainer.global_step)
+        writer.add_figure(dashboard_tag("val/tiles"), figure, global_step=trainer.global_step)

@@ -42,14 +42,14 @@ class ConfigParser(LightningArgumentParser):
 
 
 class InterpretabilityCLI(LightningCLI):
-    """LightningCLI with a TensorBoardLogger under ``<trainer.default_root_dir or runs>/<config name>/``
-    unless the config sets a logger."""
+    """LightningCLI with a DashboardLogger (TensorBoard) under ``<trainer.default_root_dir or
+    runs>/<config name>/`` unless the config sets a logger."""
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
-                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                class_path="lightning_app.dashboard_logger.DashboardLogger",
                 init_args=Namespace(
                     save_dir=config.trainer.default_root_dir or RUNS_DIR,
                     name=run_name(config),

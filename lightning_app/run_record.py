@@ -75,11 +75,11 @@ class SaveConfigAndVersions(SaveConfigCallback):
 
 
 def curated_hparams(config: Namespace) -> dict[str, str | int | float]:
-    """The settings that tell runs apart: network, optimizer and learning rate, batch size, epochs or
-    steps, seed and data (set ones only; class paths shortened to the class name)."""
+    """The settings that tell runs apart: batch size, data (and its source), epochs or steps, learning
+    rate, network, optimizer and seed (set ones only; class paths shortened to the class name). Few and
+    named so that the five TensorBoard shows by default (in name order) include the network."""
     wanted = {
         "network": "model.init_args.net.class_path",
-        "model": "model.class_path",
         "optimizer": "model.init_args.optimizer.class_path",
         "lr": "model.init_args.optimizer.init_args.lr",
         "batch_size": "data.init_args.batch_size",
@@ -87,14 +87,17 @@ def curated_hparams(config: Namespace) -> dict[str, str | int | float]:
         "max_steps": "trainer.max_steps",
         "seed": "seed_everything",
         "data": "data.class_path",
-        "data_source": "data.init_args.source",
     }
     values = {name: config.get(key) for name, key in wanted.items()}
-    return {
+    hparams = {
         name: value.rsplit(".", 1)[-1] if wanted[name].endswith("class_path") else value
         for name, value in values.items()
         if value is not None and value != -1
     }
+    source = config.get("data.init_args.source")
+    if "data" in hparams and source is not None:
+        hparams["data"] = f"{hparams['data']} ({source})"
+    return hparams
 
 
 def _run_dir(trainer: pl.Trainer) -> Path | None:

@@ -75,7 +75,7 @@ def command(base: Path, override: Path, extra: list[str]) -> list[str]:
 def write_override(run: SweepRun, sweep_name: str) -> Path:
     """The run's override config, with its own TensorBoard folder."""
     logger = {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "class_path": "lightning_app.dashboard_logger.DashboardLogger",
         "init_args": {"save_dir": RUNS_DIR, "name": f"{sweep_name}/{run.stage}/{run.variant}"},
     }
     override = {**run.override, "trainer": {**run.override.get("trainer", {}), "logger": logger}}

@@ -102,8 +102,8 @@ def test_spacenet6_config_fits_and_predicts_full_tiles_on_their_georeference(tmp
     events.Reload()
     tags = events.Tags()
     for name in ("loss", "soft_iou", "iou", "dice", "precision", "recall", "building_f1"):
-        assert f"val/{name}" in tags["scalars"]
-    assert "val/tiles" in tags["images"]
+        assert f"Validation/{name}" in tags["scalars"]
+    assert "Validation/tiles" in tags["images"]
     for method in ("Saliency", "IntegratedGradients", "LayerGradCam"):  # explaining building pixels
         assert f"attribution/{method}" in tags["images"]
 
