@@ -41,15 +41,12 @@ def outcome(label: str, predicted: str) -> str:
     return f"{label} (right)" if label == predicted else f"{label} -> {predicted} (wrong)"
 
 
-def newest_first(config_path: Path) -> None:
-    """Reorder the projector's config (a ``ProjectorConfig`` in text format) so the projector opens on
-    the newest tensor, and drop the ``:<step>`` that ``add_embedding`` appends to each tensor's name."""
+def drop_step_suffixes(config_path: Path) -> None:
+    """Drop the ``:<step>`` that ``add_embedding`` appends to each tensor's name in the projector's
+    config (a ``ProjectorConfig`` in text format): the names say when the tensor was taken."""
     config = text_format.Parse(config_path.read_text(), ProjectorConfig())
-    embeddings = sorted(config.embeddings, key=lambda e: int(e.tensor_path.split("/")[0]), reverse=True)
-    for embedding in embeddings:
+    for embedding in config.embeddings:
         embedding.tensor_name = re.sub(r":\d+$", "", embedding.tensor_name)
-    del config.embeddings[:]
-    config.embeddings.extend(embeddings)
     config_path.write_text(text_format.MessageToString(config))
 
 
@@ -86,7 +83,7 @@ class EmbeddingCallback(InspectionCallback):
 
     Logs the input of ``layer`` (default: the input of the last Linear layer, the classifier head)
     with ``add_embedding`` (metadata: the outcome "3 -> 5 (wrong)", the true and the predicted label;
-    image sprites; the newest tensor first, named "net.fc2 @ epoch 12"), and a t-SNE
+    image sprites; tensors named "net.fc2 @ epoch 5", the trained one first), and a t-SNE
     figure ``embedding/tsne`` (scikit-learn, Lees's settings: perplexity 30, learning rate 1,000,
     1,000 iterations, random initialisation) at the start and the end of training, and every
     ``every_n_epochs`` epochs when set.
@@ -120,7 +117,7 @@ class EmbeddingCallback(InspectionCallback):
             "max_iter": max_iter,
         }
         self.points: np.ndarray | None = None
-        self.moment = ""  # "epoch 12": when the projector's tensor was taken
+        self.moment = ""  # "epoch 5": when the projector's tensor was taken
 
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -134,10 +131,15 @@ class EmbeddingCallback(InspectionCallback):
 
     @override
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
-        """Inspect, naming the projector's tensor by the epochs trained (by the stage outside fit)."""
+        """Inspect, naming the projector's tensor by when it was taken. The projector opens on the first
+        name in alphabetical order: "end of training" sorts before "epoch N" and "start of training"."""
         epochs = trainer.fit_loop.epoch_progress.current.processed
-        fitting = trainer.state.fn == "fit"
-        self.moment = f"epoch {epochs}" if fitting else f"{trainer.state.fn} (step {trainer.global_step})"
+        if trainer.state.fn != "fit":
+            self.moment = f"{trainer.state.fn} (step {trainer.global_step})"
+        elif final:
+            self.moment = f"end of training (epoch {epochs})"
+        else:
+            self.moment = f"epoch {epochs}" if epochs else "start of training"
         super().run(trainer, pl_module, final)
 
     @override
@@ -163,7 +165,7 @@ class EmbeddingCallback(InspectionCallback):
             global_step=step,
             tag=f"{name} @ {self.moment}",
         )
-        newest_first(Path(writer.get_logdir()) / "projector_config.pbtxt")
+        drop_step_suffixes(Path(writer.get_logdir()) / "projector_config.pbtxt")
         perplexity = min(self.tsne["perplexity"], (len(features) - 1) / 3)
         tsne = TSNE(2, init="random", random_state=self.seed, **self.tsne | {"perplexity": perplexity})
         self.points = tsne.fit_transform(features.double().cpu().numpy())

@@ -93,9 +93,10 @@ def test_callbacks_log_to_tensorboard_and_leave_training_untouched():
         dead[-1].value == pytest.approx(callbacks[1].dead_fractions["net.conv1"]) and 0 <= dead[-1].value <= 1
     )
     projector = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
-    # the trained tensor first, so the projector opens on it
-    assert [e.tensor_name for e in projector.embeddings] == ["net.fc2 @ epoch 2", "net.fc2 @ epoch 0"]
-    assert projector.embeddings[0].tensor_path.startswith("00006/")
+    names = [e.tensor_name for e in projector.embeddings]
+    assert names == ["net.fc2 @ start of training", "net.fc2 @ end of training (epoch 2)"]
+    assert min(names) == names[1]  # the projector opens on the first name in order: the trained one
+    assert projector.embeddings[1].tensor_path.startswith("00006/")
     assert all(e.sprite.image_path for e in projector.embeddings)
     metadata = next(run_dir.glob("00006/*/metadata.tsv")).read_text().splitlines()
     assert metadata[0] == "outcome\tlabel\tpredicted" and len(metadata) == 31
