@@ -35,8 +35,8 @@ class SegmentationModule(SupervisedModule):
         optimizer: the optimizer class and its arguments (default Adam, lr 1e-3).
         lr_scheduler: an optional LR scheduler, stepped every epoch.
 
-    Logged per epoch for train/val/test: ``loss`` (and each term of a weighted loss), ``soft_iou`` (seed
-    001's metric: probabilities, no threshold, per batch, averaged), ``iou``, ``dice``, ``precision``,
+    Logged per epoch for train/val/test: ``loss`` (and each term of a weighted loss), ``soft_iou`` (Lim
+    et al.'s metric: probabilities, no threshold, per batch, averaged), ``iou``, ``dice``, ``precision``,
     ``recall`` at ``threshold``. ``predict_step`` returns probabilities (N, 1 or classes, H, W).
     """
 

@@ -1,6 +1,6 @@
 """Where samples are cut from a tile: random training crops, the whole tile padded to a multiple of 32
-(the stride of SMP encoders; SpaceNet's 650, 900 and 1300 px tiles are not), overlapping windows, seed
-001's 16 sub-tiles, and stitching window predictions back into the full tile."""
+(the stride of SMP encoders; SpaceNet's 650, 900 and 1300 px tiles are not), overlapping windows, Lim
+et al.'s 16 sub-tiles, and stitching window predictions back into the full tile."""
 
 import math
 from dataclasses import dataclass
