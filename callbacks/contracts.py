@@ -50,6 +50,16 @@ class InspectableDataModule(Protocol):
 
 
 @runtime_checkable
+class VisualisableDataModule(InspectableDataModule, Protocol):
+    """What feature visualisation needs on top: the way from display space back to model inputs."""
+
+    def from_display(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (display space) as the model sees them: the inverse of ``denormalize``,
+        differentiable."""
+        ...
+
+
+@runtime_checkable
 class InspectableModule(Protocol):
     """What the callbacks need from the LightningModule."""
 

@@ -187,6 +187,14 @@ class ImageClassificationDataModule(ResumableData, pl.LightningDataModule, ABC):
         mean = torch.tensor(self.mean, device=images.device).view(shape)
         return images * torch.tensor(self.std, device=images.device).view(shape) + mean
 
+    def from_display(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] as the model sees them (applies ``normalize``; differentiable)."""
+        if not self.normalize:
+            return images
+        shape = (-1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(shape)
+        return (images - mean) / torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
+
     def evaluation_subset(
         self,
         split: str,

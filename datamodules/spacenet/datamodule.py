@@ -494,6 +494,11 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
             images.device
         )
 
+    def from_display(self, images: torch.Tensor) -> torch.Tensor:
+        """Display-space images in [0, 1] as the model sees them (the inverse of ``denormalize``;
+        differentiable)."""
+        return self.normalization.from_display(images)
+
     def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
         return DataLoader(
             dataset,

@@ -95,6 +95,11 @@ class Normalization:
             return np.clip(images, 0.0, 1.0)
         return np.clip((images + 2.0) / 4.0, 0.0, 1.0)
 
+    def from_display(self, images):
+        """Display-space images (a tensor in [0, 1]) as normalised inputs: the inverse of
+        :meth:`to_display` inside its clipping range."""
+        return images * 4.0 - 2.0 if self.method == "mean_std" else images
+
     def range_message(self, low: float, high: float) -> tuple[str, bool]:
         """A line reporting the first training batch's value range, and whether it breaks the promise."""
         promised = self.promised_range

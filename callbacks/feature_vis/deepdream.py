@@ -1,0 +1,47 @@
+"""DeepDream (Mordvintsev et al., 2015): start from an image and amplify what a layer sees in it, octave
+by octave, from a coarse version of the image to its full size."""
+
+import torch
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from callbacks.feature_vis.objectives import Objective
+from callbacks.feature_vis.parameterisations import BandStatistics
+from callbacks.feature_vis.render import Rendering, RenderSettings, render, scores
+
+DEEPDREAM_SETTINGS = RenderSettings(steps=64)  # steps per octave
+
+
+def deepdream(
+    model: nn.Module,
+    objective: Objective,
+    statistics: BandStatistics,
+    from_display,
+    start: torch.Tensor,
+    settings: RenderSettings = DEEPDREAM_SETTINGS,
+    octaves: int = 3,
+    octave_scale: float = 1.4,
+) -> Rendering:
+    """``start`` (1, bands, H, W, display space) dreamed into by ``objective``: ``settings.steps`` steps
+    at each of ``octaves`` sizes, each ``octave_scale`` times the one before, up to (H, W). The model
+    always sees the image resized to (H, W), so any model works, a fixed-size classifier too. The
+    result's ``start`` and ``end`` are the objective on ``start`` and on the dream."""
+    height, width = start.shape[-2:]
+    sizes = [
+        (max(1, round(height / octave_scale**k)), max(1, round(width / octave_scale**k)))
+        for k in reversed(range(octaves))
+    ]
+    image = start
+    for size in sizes:
+        image = F.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        rendering = render(
+            model, [objective], statistics, from_display, tuple(image.shape[1:]), settings,
+            start=image, input_size=(height, width),
+        )  # fmt: skip
+        image = rendering.images
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        rendering.start = scores(model, [objective], from_display(start.to(device, dtype)))
+    return rendering

@@ -1,0 +1,103 @@
+"""The render loop: optimise a batch of images, one objective each, in one forward pass per step."""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from callbacks.feature_vis.capture import captured_outputs
+from callbacks.feature_vis.objectives import OUTPUT, Objective
+from callbacks.feature_vis.parameterisations import BandStatistics, ImageParameterisation
+from callbacks.feature_vis.transforms import STANDARD, Transform, apply
+
+
+def scores(model: nn.Module, objectives: Sequence[Objective], inputs: torch.Tensor) -> torch.Tensor:
+    """Image ``i``'s score under objective ``i`` (the objectives' diagonal), (N,)."""
+    layers = [layer for objective in objectives for layer in objective.layers]
+    with captured_outputs(model, layers) as outputs:
+        outputs[OUTPUT] = model(inputs)
+        return torch.stack([objective(outputs, inputs)[i] for i, objective in enumerate(objectives)])
+
+
+@dataclass
+class Rendering:
+    """The rendered images in display space (N, bands, H, W), those kept at ``thresholds`` (step ->
+    images), and each objective's value on the first and on the final image (untransformed)."""
+
+    images: torch.Tensor
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    start: torch.Tensor | None = None
+    end: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How to render: ``steps`` of Adam at ``lr``, Fourier or pixel parameters, the random transforms,
+    ``thresholds`` (steps whose images are kept) and the ``seed`` of the start and the transforms (the
+    same seed gives the same images)."""
+
+    steps: int = 256
+    lr: float = 0.05
+    fourier: bool = True
+    transforms: tuple[Transform, ...] = STANDARD
+    thresholds: tuple[int, ...] = ()
+    seed: int = 0
+
+
+def render(
+    model: nn.Module,
+    objectives: Sequence[Objective],
+    statistics: BandStatistics,
+    from_display: Callable[[torch.Tensor], torch.Tensor],
+    image_shape: tuple[int, int, int],
+    settings: RenderSettings = RenderSettings(),
+    batch_objective: Objective | None = None,
+    start: torch.Tensor | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> Rendering:
+    """Render one image per objective, in one batch: ``model`` (in eval mode, its parameters frozen)
+    sees ``from_display`` of the transformed images. ``batch_objective`` (e.g. diversity) is added once
+    for the whole batch; ``start`` (display-space images) replaces the random start; images of
+    ``image_shape`` are resized (bilinear) to ``input_size`` before the model when it differs."""
+    parameter = next(model.parameters())
+    generator = torch.Generator().manual_seed(settings.seed)
+    image = ImageParameterisation(
+        (len(objectives), *image_shape), statistics, settings.fourier, generator
+    ).to(parameter.device)
+    if start is not None:
+        image.start_from(start.to(parameter.device, torch.float32))
+    optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
+    all_objectives = [*objectives, batch_objective] if batch_objective else list(objectives)
+    layers = [layer for objective in all_objectives for layer in objective.layers]
+    dtype = parameter.dtype
+
+    def model_input(images: torch.Tensor) -> torch.Tensor:
+        if input_size is not None and tuple(images.shape[-2:]) != tuple(input_size):
+            images = F.resize(
+                images, list(input_size), interpolation=InterpolationMode.BILINEAR, antialias=False
+            )
+        return from_display(images.to(dtype))
+
+    def untransformed_scores() -> torch.Tensor:
+        with torch.no_grad():
+            return scores(model, objectives, model_input(image()))
+
+    rendering = Rendering(images=torch.empty(0), start=untransformed_scores())
+    with captured_outputs(model, layers) as outputs:
+        for step in range(1, settings.steps + 1):
+            optimizer.zero_grad()
+            inputs = model_input(apply(settings.transforms, image(), generator))
+            outputs[OUTPUT] = model(inputs)
+            total = torch.stack([o(outputs, inputs)[i] for i, o in enumerate(objectives)]).sum()
+            if batch_objective is not None:
+                total = total + batch_objective(outputs, inputs)[0]
+            (-total).backward()
+            optimizer.step()
+            if step in settings.thresholds:
+                rendering.snapshots[step] = image().detach().cpu()
+    rendering.images = image().detach().cpu()
+    rendering.end = untransformed_scores()
+    return rendering

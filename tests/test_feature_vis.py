@@ -1,0 +1,224 @@
+"""Feature visualisation on a LeNet trained for 320 steps on the offline MNIST sample."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.autograd import gradcheck
+
+from callbacks.feature_vis import (
+    BandStatistics,
+    Channel,
+    Direction,
+    Diversity,
+    FeatureVisualization,
+    ImageParameterisation,
+    LayerEnergy,
+    Logit,
+    Neuron,
+    RenderSettings,
+    deepdream,
+    render,
+)
+from callbacks.feature_vis.callback import BANDS_FILE, band_statistics
+from callbacks.feature_vis.objectives import check_objectives
+from callbacks.feature_vis.render import scores
+from callbacks.feature_vis.transforms import STANDARD, Blur
+from lightning_app import visualize
+from lightning_app.cli import cli_main
+from lightning_app.errors import UserInputError
+
+ROOT = Path(__file__).parents[1]
+SUMMARY_KEYS = (
+    "layer",
+    "objective",
+    "index",
+    "activation_start",
+    "activation_end",
+    "dataset_mean",
+    "dataset_max",
+)
+CONFIG = str(ROOT / "configs" / "mnist_lenet_explain.yaml")
+TRAIN = [
+    "--config", CONFIG, "--trainer.max_epochs=10", "--trainer.limit_val_batches=1",
+    "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+]  # fmt: skip
+
+
+def lenet_cli(root: Path, *extra: str):
+    return cli_main([*TRAIN, f"--trainer.default_root_dir={root}", *extra], run=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(model in eval mode and frozen, data module, band statistics, checkpoint path)."""
+    root = tmp_path_factory.mktemp("lenet")
+    cli = lenet_cli(root)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 320
+    model = cli.model.eval().requires_grad_(False)
+    statistics = band_statistics(cli.datamodule, 512, 0)
+    return model, cli.datamodule, statistics, cli.trainer.checkpoint_callback.best_model_path
+
+
+def validation_images(datamodule, size: int = 500) -> torch.Tensor:
+    subset = datamodule.evaluation_subset("val", size=size, seed=0)
+    return torch.stack([subset[i][0] for i in range(len(subset))])
+
+
+def test_channels_of_the_second_conv_exceed_ten_times_their_start_and_every_validation_image(trained):
+    model, datamodule, statistics, _ = trained
+    channels = [Channel("net.conv2", c) for c in range(4)]
+    rendering = render(model, channels, statistics, datamodule.from_display, (1, 28, 28))
+    probe = validation_images(datamodule)
+    for channel, start, end in zip(channels, rendering.start, rendering.end, strict=True):
+        dataset_max = scores(model, [channel] * len(probe), probe).max()
+        assert end >= 10 * start and end > dataset_max, channel
+    assert rendering.images.shape == (4, 1, 28, 28)
+    assert rendering.images.min() > 0 and rendering.images.max() < 1  # display space, through a sigmoid
+
+
+def test_the_class_model_of_each_digit_is_classified_as_that_digit(trained):
+    model, datamodule, statistics, _ = trained
+    rendering = render(model, [Logit(c) for c in range(10)], statistics, datamodule.from_display, (1, 28, 28))
+    assert model(datamodule.from_display(rendering.images)).argmax(dim=1).tolist() == list(range(10))
+
+
+def test_the_same_seed_renders_the_same_image_bit_for_bit(trained):
+    model, datamodule, statistics, _ = trained
+    settings = RenderSettings(steps=32, thresholds=(8, 16))
+    first, second = (
+        render(model, [Channel("net.conv1", 3)], statistics, datamodule.from_display, (1, 28, 28), settings)
+        for _ in range(2)
+    )
+    assert torch.equal(first.images, second.images)
+    assert sorted(first.snapshots) == [8, 16] and torch.equal(first.snapshots[8], second.snapshots[8])
+    other_seed = RenderSettings(steps=32, seed=1)
+    other = render(
+        model, [Channel("net.conv1", 3)], statistics, datamodule.from_display, (1, 28, 28), other_seed
+    )
+    assert not torch.equal(first.images, other.images)
+
+
+@pytest.mark.parametrize("bands", [1, 3, 4, 8])
+def test_band_statistics_whiten_the_data_and_the_parameterisation_reproduces_an_image(bands):
+    generator = torch.Generator().manual_seed(bands)
+    mixing = torch.randn(bands, bands, generator=generator)
+    pixels = (mixing @ torch.randn(bands, 40 * 16 * 16, generator=generator)).reshape(bands, 40, 16, 16)
+    images = torch.sigmoid(pixels).transpose(0, 1)
+    statistics = BandStatistics.of(images)
+    whitened = statistics.whiten(images.transpose(0, 1).flatten(start_dim=1))
+    covariance = torch.cov(whitened).view(bands, bands)
+    torch.testing.assert_close(covariance, torch.eye(bands, dtype=torch.float64), atol=0.03, rtol=0)
+    target = 0.1 + 0.8 * torch.rand(2, bands, 16, 16, generator=generator)
+    for fourier in (True, False):
+        image = ImageParameterisation((2, bands, 16, 16), statistics, fourier)
+        image.start_from(target)
+        torch.testing.assert_close(image(), target, atol=1e-5, rtol=0)
+
+
+def test_band_statistics_are_saved_and_read_back(tmp_path):
+    statistics = BandStatistics.of(torch.rand(5, 3, 8, 8))
+    statistics.save(tmp_path / "bands.json")
+    read = BandStatistics.load(tmp_path / "bands.json")
+    torch.testing.assert_close(read.covariance, statistics.covariance)
+    torch.testing.assert_close(read.mean, statistics.mean)
+
+
+@pytest.mark.parametrize("transform", [*STANDARD, Blur(0.7)], ids=lambda t: type(t).__name__)
+def test_every_transform_passes_gradients_through(transform):
+    image = torch.rand(1, 2, 20, 20, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda x: transform(x, torch.Generator().manual_seed(5)), (image,), eps=1e-6, atol=1e-4)
+
+
+def test_objectives_on_hand_built_activations():
+    output = torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).reshape(2, 3, 3, 3)
+    outputs, images = {"layer": output}, torch.ones(2, 1, 2, 2)
+    torch.testing.assert_close(Channel("layer", 1)(outputs, images), output[:, 1].mean(dim=(1, 2)))
+    torch.testing.assert_close(Neuron("layer", 2)(outputs, images), output[:, 2, 1, 1])
+    torch.testing.assert_close(Neuron("layer", 2, (0, 2))(outputs, images), output[:, 2, 0, 2])
+    torch.testing.assert_close(LayerEnergy("layer")(outputs, images), output.pow(2).mean(dim=(1, 2, 3)))
+    direction = Direction("layer", (1.0, 0.0, -1.0))(outputs, images)
+    torch.testing.assert_close(direction, (output[:, 0] - output[:, 2]).mean(dim=(1, 2)))
+    combined = 2 * Channel("layer", 0) + -Channel("layer", 1)
+    expected = 2 * output[:, 0].mean(dim=(1, 2)) - output[:, 1].mean(dim=(1, 2))
+    torch.testing.assert_close(combined(outputs, images), expected)
+    logits = {"output": torch.tensor([[1.0, 5.0], [2.0, 0.0]])}
+    torch.testing.assert_close(Logit(1, l2=0.5)(logits, images), torch.tensor([5.0 - 2.0, 0.0 - 2.0]))
+    same = {"layer": output[:1].expand(3, -1, -1, -1)}
+    torch.testing.assert_close(Diversity("layer")(same, images), torch.full((3,), -1.0))
+
+
+def test_deepdream_amplifies_the_layer_from_a_validation_image(trained):
+    model, datamodule, statistics, _ = trained
+    start = datamodule.denormalize(validation_images(datamodule, 1))
+    dream = deepdream(model, LayerEnergy("net.conv2"), statistics, datamodule.from_display, start)
+    assert dream.images.shape == start.shape
+    assert dream.end[0] > 1.1 * dream.start[0]
+
+
+def test_the_callback_leaves_training_bit_identical_and_logs_a_figure_per_layer(tmp_path):
+    plain = lenet_cli(tmp_path / "plain", "--trainer.max_epochs=2")
+    plain.trainer.fit(plain.model, plain.datamodule)
+    visualised = lenet_cli(tmp_path / "visualised", "--trainer.max_epochs=2")
+    callback = FeatureVisualization(layers=["net.conv2", "net.fc2"], channels=4, steps=16, every_n_epochs=1)
+    visualised.trainer.callbacks.append(callback)
+    visualised.trainer.fit(visualised.model, visualised.datamodule)
+    for a, b in zip(plain.model.parameters(), visualised.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    run_dir = Path(visualised.trainer.log_dir)
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
+    for layer in ("net.conv2", "net.fc2"):
+        assert [image.step for image in events.Images(f"feature_vis/{layer}")] == [32, 64]
+    assert len(BandStatistics.load(run_dir / BANDS_FILE).mean) == 1
+    assert callback.renderings["net.fc2"].images.shape == (4, 1, 28, 28)
+
+
+def test_the_command_writes_the_images_and_the_summary(trained, tmp_path, capsys):
+    _, _, _, checkpoint = trained
+    out = tmp_path / "vis"
+    arguments = ["--config", CONFIG, "--ckpt_path", checkpoint, "--layer", "net.conv2", "--channels", "0-1,5"]
+    visualize.main([*arguments, "--steps", "64", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["index"] for row in summary] == [0, 1, 5]
+    assert {p.name for p in (out / "net.conv2").iterdir()} == {
+        "channel_0.png",
+        "channel_1.png",
+        "channel_5.png",
+    }
+    for row in summary:
+        assert list(row) == list(SUMMARY_KEYS)
+        assert row["activation_end"] > row["activation_start"] and row["dataset_max"] >= row["dataset_mean"]
+    assert "net.conv2 channel 5:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--layer", "net.conv9"], "layer 'net.conv9' is not in the model; its layers are: net, net.conv1"),
+        (
+            ["--layer", "net.conv2", "--channels", "40"],
+            "channel 40 is out of range: layer 'net.conv2' has 32",
+        ),
+        (
+            ["--objective", "logit", "--channels", "10"],
+            "channel 10 is out of range: the model's output has 10",
+        ),
+        (["--objective", "channel"], "--objective channel needs --layer"),
+        (["--layer", "net.conv2", "--channels", "a-b"], "--channels 'a-b' is not a list like 0-7 or 0,3,5"),
+    ],
+)
+def test_the_command_refuses_bad_layers_and_indices_in_one_line(trained, tmp_path, capsys, extra, message):
+    _, _, _, checkpoint = trained
+    with pytest.raises(SystemExit) as exit_info:
+        visualize.main(["--config", CONFIG, "--ckpt_path", checkpoint, *extra, "--out", str(tmp_path)])
+    assert message in str(exit_info.value) and str(exit_info.value).startswith("error: ")
+
+
+def test_an_objective_on_a_layer_without_channels_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(start_dim=0))
+    with pytest.raises(UserInputError, match="layer '1' has no channels"):
+        check_objectives(model, [Channel("1", 0)], torch.zeros(1, 1, 5, 5))
