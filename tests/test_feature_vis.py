@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -27,6 +28,8 @@ from callbacks.feature_vis.callback import BANDS_FILE, band_statistics
 from callbacks.feature_vis.objectives import check_objectives
 from callbacks.feature_vis.render import scores
 from callbacks.feature_vis.transforms import STANDARD, Blur
+from callbacks.lca import LossChangeAllocation
+from callbacks.lca.store import LCARun
 from lightning_app import visualize
 from lightning_app.cli import cli_main
 from lightning_app.errors import UserInputError
@@ -222,3 +225,38 @@ def test_an_objective_on_a_layer_without_channels_is_refused():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(start_dim=0))
     with pytest.raises(UserInputError, match="layer '1' has no channels"):
         check_objectives(model, [Channel("1", 0)], torch.zeros(1, 1, 5, 5))
+
+
+def test_lca_chooses_the_channels_whose_parameters_helped_most_in_the_last_epoch(tmp_path):
+    cli = lenet_cli(tmp_path, "--trainer.max_epochs=2")
+    lca = LossChangeAllocation(eval_size=100, report=False)
+    callback = FeatureVisualization(
+        layers=["net.conv2", "net.fc2"], channels={"lca_top_helped": 3}, steps=8, examples=0, every_n_epochs=1
+    )
+    cli.trainer.callbacks.extend([lca, callback])
+    cli.trainer.fit(cli.model, cli.datamodule)
+    run = LCARun(Path(cli.trainer.log_dir) / "lca.h5")
+    last_epoch = run.steps["epoch"] == 1
+    assert callback.lca_epoch == 1 and last_epoch.sum() == 32
+    modules = np.asarray(run.neuron_modules)
+    for layer in ("net.conv2", "net.fc2"):
+        summed = run.steps["neuron_lca"][last_epoch][:, modules == layer].astype(np.float64).sum(axis=0)
+        chosen = callback.lca_chosen[layer]
+        assert [channel for channel, _ in chosen] == np.argsort(summed)[:3].tolist()
+        np.testing.assert_allclose([value for _, value in chosen], np.sort(summed)[:3], rtol=1e-6)
+        assert chosen[0][1] < 0  # the channel that helped most lowered the loss
+        assert callback.renderings[layer].images.shape[0] == 3
+
+
+def test_lca_choice_needs_the_lca_callback_and_layers_with_parameters(tmp_path):
+    cli = lenet_cli(tmp_path)
+    cli.trainer.callbacks.append(FeatureVisualization(layers=["net.conv2"], channels={"lca_top_hurt": 2}))
+    with pytest.raises(UserInputError, match="need the LossChangeAllocation callback in the same run"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+    cli = lenet_cli(tmp_path)
+    relu = FeatureVisualization(layers=["net.relu2"], channels={"lca_top_hurt": 2})
+    cli.trainer.callbacks.extend([LossChangeAllocation(eval_size=100, report=False), relu])
+    with pytest.raises(UserInputError, match="layer 'net.relu2' owns no parameters"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+    with pytest.raises(UserInputError, match="must be one of lca_top_helped, lca_top_hurt"):
+        FeatureVisualization(layers=["net.conv2"], channels={"lca_top": 2})

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
@@ -16,10 +17,21 @@ from callbacks.feature_vis.parameterisations import BandStatistics
 from callbacks.feature_vis.render import Rendering, RenderSettings, render
 from callbacks.feature_vis.transforms import STANDARD, transform_from_config
 from callbacks.inspection import InspectionCallback, ProbeSet
+from callbacks.lca.callback import LossChangeAllocation
 from callbacks.model_copy import find_layer
-from lightning_app.errors import check_positive
+from lightning_app.errors import UserInputError, check_positive
 
 BANDS_FILE = "feature_vis_bands.json"
+LCA_CHOICES = ("lca_top_helped", "lca_top_hurt")
+
+
+def ranked(neuron_lca: np.ndarray, choice: str, count: int) -> list[tuple[int, float]]:
+    """(channel, LCA) of the ``count`` channels that helped the loss most (most negative LCA) or, for
+    'lca_top_hurt', hurt it most."""
+    order = np.argsort(neuron_lca, kind="stable")
+    if choice == "lca_top_hurt":
+        order = order[::-1]
+    return [(int(channel), float(neuron_lca[channel])) for channel in order[:count]]
 
 
 def band_statistics(datamodule, size: int, seed: int) -> BandStatistics:
@@ -43,7 +55,11 @@ class FeatureVisualization(InspectionCallback):
 
     Args:
         layers: layer names as ``python -m lightning_app.layers --config X.yaml`` prints them.
-        channels: the first N channels of each layer, or a list of channel indices.
+        channels: the first N channels of each layer, a list of channel indices, or chosen by Loss
+            Change Allocation: ``{lca_top_helped: 8}`` (``lca_top_hurt``) picks per layer the output
+            channels whose parameters helped (hurt) the loss most over the last epoch, from the
+            per-neuron records of the same run's ``LossChangeAllocation`` callback (the layers must own
+            parameters: net.conv2, not net.relu2); the captions give each channel's LCA.
         objective: 'channel' (mean activation), 'neuron' (the centre position) or 'layer' (DeepDream's
             energy of the whole layer, one image).
         steps, lr, fourier, seed: the render (Adam; Fourier or pixel parameters).
@@ -61,7 +77,7 @@ class FeatureVisualization(InspectionCallback):
     def __init__(
         self,
         layers: list[str],
-        channels: int | list[int] = 8,
+        channels: int | list[int] | dict[str, int] = 8,
         objective: str = "channel",
         steps: int = 256,
         lr: float = 0.05,
@@ -79,7 +95,17 @@ class FeatureVisualization(InspectionCallback):
         super().__init__(split, per_class, size, seed, every_n_epochs)
         check_positive("FeatureVisualization", steps=steps, lr=lr, statistics_size=statistics_size)
         self.layers = layers
+        if isinstance(channels, dict):
+            choice, count = next(iter(channels.items()))
+            if len(channels) != 1 or choice not in LCA_CHOICES or count < 1:
+                raise UserInputError(
+                    f"FeatureVisualization: channels {channels} must be one of {', '.join(LCA_CHOICES)} "
+                    "with a positive count, e.g. {lca_top_helped: 8}"
+                )
         self.channels = channels
+        self.lca: LossChangeAllocation | None = None
+        self.lca_chosen: dict[str, list[tuple[int, float]]] = {}
+        self.lca_epoch: int | None = None
         self.objective = objective
         named_objective(objective, layers[0], 0)  # an unknown name fails here, before any training
         chosen = STANDARD if transforms is None else tuple(transform_from_config(t) for t in transforms)
@@ -97,14 +123,56 @@ class FeatureVisualization(InspectionCallback):
         check_contract(type(self).__name__, "data module", trainer.datamodule, VisualisableDataModule)
         for layer in self.layers:
             find_layer(pl_module, layer)
+        if isinstance(self.channels, dict):
+            self.lca = self._lca_callback(trainer, pl_module)
         self.statistics = band_statistics(trainer.datamodule, self.statistics_size, self.seed)
         if trainer.is_global_zero and trainer.log_dir is not None:
             Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
             self.statistics.save(Path(trainer.log_dir) / BANDS_FILE)
         self.from_display = trainer.datamodule.from_display
 
-    def channel_indices(self) -> list[int]:
-        return list(range(self.channels)) if isinstance(self.channels, int) else list(self.channels)
+    def _lca_callback(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> LossChangeAllocation:
+        lca = next((c for c in trainer.callbacks if isinstance(c, LossChangeAllocation)), None)
+        if lca is None:
+            raise UserInputError(
+                f"FeatureVisualization: channels {self.channels} need the LossChangeAllocation callback "
+                "in the same run"
+            )
+        for layer in self.layers:
+            if next(find_layer(pl_module, layer).parameters(recurse=False), None) is None:
+                raise UserInputError(
+                    f"FeatureVisualization: layer {layer!r} owns no parameters, so LCA has no channels "
+                    "to rank there; name the convolution or linear layer before it"
+                )
+        return lca
+
+    @override
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
+        """Inspect; with channels chosen by LCA, first read the last epoch's per-neuron LCA (outside
+        ``fit`` the channels chosen last, if any)."""
+        if self.lca is not None and trainer.is_global_zero and trainer.state.fn == "fit":
+            choice, count = next(iter(self.channels.items()))
+            self.lca_epoch, per_layer = self.lca.last_epoch_neuron_lca()
+            self.lca_chosen = {layer: ranked(per_layer[layer], choice, count) for layer in self.layers}
+        super().run(trainer, pl_module, final)
+
+    def channel_indices(self, layer: str) -> list[int]:
+        if isinstance(self.channels, int):
+            return list(range(self.channels))
+        if isinstance(self.channels, dict):
+            if layer not in self.lca_chosen:
+                raise UserInputError(
+                    f"FeatureVisualization: channels {self.channels} are chosen during fit; "
+                    "this run has no LCA records to choose from"
+                )
+            return [channel for channel, _ in self.lca_chosen[layer]]
+        return list(self.channels)
+
+    def caption(self, layer: str, name: str, position: int, value: float) -> str:
+        text = f"{name}\n{value:.3g}"
+        if layer in self.lca_chosen:
+            text += f"\nLCA {self.lca_chosen[layer][position][1]:.3g}"
+        return text
 
     @override
     def inspect(
@@ -115,21 +183,32 @@ class FeatureVisualization(InspectionCallback):
             if self.objective == "layer":
                 objectives = [named_objective("layer", layer)]
             else:
-                objectives = [named_objective(self.objective, layer, c) for c in self.channel_indices()]
+                objectives = [named_objective(self.objective, layer, c) for c in self.channel_indices(layer)]
             check_objectives(model, objectives, probe.inputs[:1])
-            rendering = render(
-                model, objectives, self.statistics, self.from_display, tuple(probe.inputs.shape[1:]),
-                self.settings,
-            )  # fmt: skip
+            shape = tuple(probe.inputs.shape[1:])
+            rendering = render(model, objectives, self.statistics, self.from_display, shape, self.settings)
             self.renderings[layer] = rendering
-            rows = []
-            for item, image, value in zip(objectives, rendering.images, rendering.end.tolist(), strict=True):
-                examples = (
-                    top_examples(model, item, probe.inputs, self.examples)
-                    if isinstance(item, Channel) and self.examples
-                    else []
+            rows = [
+                (self.caption(layer, item.name, position, value), image, self._examples(model, item, probe))
+                for position, (item, image, value) in enumerate(
+                    zip(objectives, rendering.images, rendering.end.tolist(), strict=True)
                 )
-                rows.append((f"{item.name}\n{value:.3g}", image, examples))
-            title = f"{layer} at step {step}: rendered | the probe images that activate it most"
-            figure = feature_vis_figure(title, rows, probe.display, probe.indices, self.display_bands)
+            ]
+            figure = feature_vis_figure(
+                self._title(layer, step), rows, probe.display, probe.indices, self.display_bands
+            )
             writer.add_figure(f"{self.tag}/{layer}", figure, step)
+
+    def _examples(self, model: nn.Module, item, probe: ProbeSet) -> list:
+        if not isinstance(item, Channel) or not self.examples:
+            return []
+        return top_examples(model, item, probe.inputs, self.examples)
+
+    def _title(self, layer: str, step: int) -> str:
+        title = f"{layer} at step {step}: rendered | the probe images that activate it most"
+        if layer not in self.lca_chosen:
+            return title
+        verb = "helped" if "helped" in next(iter(self.channels)) else "hurt"
+        return (
+            f"{title} (the channels whose parameters {verb} the loss most in epoch {self.lca_epoch}, by LCA)"
+        )

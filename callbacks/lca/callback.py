@@ -408,6 +408,25 @@ class LossChangeAllocation(pl.Callback):
         if self.writer is not None:
             self.writer.close()  # kept: its totals go into checkpoints saved after fit
 
+    def last_epoch_neuron_lca(self) -> tuple[int, dict[str, np.ndarray]]:
+        """(the last epoch recorded, per layer: the LCA of each of its output neurons summed over that
+        epoch's valid steps), read from the store, which is brought up to date first. Rank 0, during
+        ``fit`` (from ``on_train_epoch_end``) or after it. Negative values helped the loss."""
+        if self.path is None:
+            raise UserInputError("LossChangeAllocation has recorded nothing yet (it records during fit)")
+        if self.writer is not None:
+            self.writer.flush()
+        run = LCARun(self.path)
+        epochs = run.steps["epoch"]
+        if len(epochs) == 0:
+            raise UserInputError(f"the LCA store {self.path} holds no steps yet")
+        rows = (epochs == epochs.max()) & (run.steps["valid"] == 1)
+        summed = run.steps["neuron_lca"][rows].astype(np.float64).sum(axis=0)
+        modules = np.asarray(run.neuron_modules)
+        return int(epochs.max()), {
+            module: summed[modules == module] for module in dict.fromkeys(run.neuron_modules)
+        }
+
     @override
     def state_dict(self) -> dict:
         if self.path is None:  # not fitting yet
