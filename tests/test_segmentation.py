@@ -129,7 +129,15 @@ def test_spacenet6_config_fits_and_predicts_full_tiles_on_their_georeference(tmp
 def test_spacenet3_linknet_lca_config_allocates_the_loss_of_the_selim_linknet(tmp_path):
     data_dir = make_spacenet3(tmp_path / "sn3", tiles=6, size=64).parent
     lca = {"class_path": "callbacks.lca.LossChangeAllocation", "init_args": {"eval_size": 2, "chunk_size": 2}}
-    trainer = {"max_steps": 3, "val_check_interval": 1.0, "limit_val_batches": 1, "callbacks": [lca]}
+    visualisation = {
+        "class_path": "callbacks.feature_vis.FeatureVisualization",
+        "init_args": {
+            "layers": ["net.encoders.2.0.conv2.0"], "channels": {"lca_top_helped": 2}, "steps": 4,
+            "display_bands": [0, 1, 2], "per_class": None, "size": 1, "every_n_epochs": 0,
+        },
+    }  # fmt: skip
+    callbacks = [lca, visualisation]
+    trainer = {"max_steps": 3, "val_check_interval": 1.0, "limit_val_batches": 1, "callbacks": callbacks}
     path = override_file(tmp_path, data_dir, trainer, val_fraction=0.2, test_fraction=0.2)
     config = str(ROOT / "configs" / "spacenet3_linknet_lca.yaml")
     cli = cli_main(["fit", "--config", config, "--config", str(path), *QUIET])
@@ -138,6 +146,11 @@ def test_spacenet3_linknet_lca_config_allocates_the_loss_of_the_selim_linknet(tm
     assert lca.recorded == 3
     assert cli.datamodule.class_names == ["background", "road"]
     assert (Path(cli.trainer.log_dir) / "lca.h5").exists()
+    feature_vis = cli.trainer.callbacks[
+        [type(c).__name__ for c in cli.trainer.callbacks].index("FeatureVisualization")
+    ]
+    assert feature_vis.renderings["net.encoders.2.0.conv2.0"].images.shape == (2, 8, 64, 64)  # all 8 bands
+    assert len(feature_vis.statistics.mean) == 8 and feature_vis.lca_epoch is not None
 
 
 # ----- networks ------------------------------------------------------------------------------------

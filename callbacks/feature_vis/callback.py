@@ -35,9 +35,11 @@ def ranked(neuron_lca: np.ndarray, choice: str, count: int) -> list[tuple[int, f
 
 
 def band_statistics(datamodule, size: int, seed: int) -> BandStatistics:
-    """The display-space band statistics of ``size`` training images drawn with ``seed``."""
-    subset = datamodule.evaluation_subset("train", size=size, seed=seed)
-    images = torch.stack([subset[i][0] for i in range(len(subset))])
+    """The display-space band statistics of ``size`` training images drawn with ``seed`` (all of them
+    when the split has fewer)."""
+    split = datamodule.evaluation_subset("train", seed=seed)
+    chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:size]
+    images = torch.stack([split[int(i)][0] for i in chosen])
     return BandStatistics.of(datamodule.denormalize(images))
 
 
