@@ -260,3 +260,18 @@ def test_lca_choice_needs_the_lca_callback_and_layers_with_parameters(tmp_path):
         cli.trainer.fit(cli.model, cli.datamodule)
     with pytest.raises(UserInputError, match="must be one of lca_top_helped, lca_top_hurt"):
         FeatureVisualization(layers=["net.conv2"], channels={"lca_top": 2})
+
+
+class NeverCalled(nn.Module):
+    def forward(self, x):
+        raise AssertionError("the forward pass went past the last layer an objective reads")
+
+
+def test_the_forward_pass_stops_after_the_last_layer_the_objectives_read():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), NeverCalled()).requires_grad_(False)
+    statistics = BandStatistics.of(torch.rand(4, 1, 8, 8))
+    settings = RenderSettings(steps=3)
+    rendering = render(
+        model, [Channel("0", 1), Channel("1", 2)], statistics, lambda x: x, (1, 8, 8), settings
+    )
+    assert rendering.images.shape == (2, 1, 8, 8) and torch.isfinite(rendering.end).all()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from callbacks.feature_vis.capture import captured_outputs
+from callbacks.feature_vis.capture import captured_outputs, forward
 from callbacks.feature_vis.objectives import Channel
 from callbacks.feature_vis.render import scores
 
@@ -39,7 +39,7 @@ def receptive_box(model: nn.Module, channel: Channel, image: torch.Tensor) -> tu
     height, width = image.shape[-2:]
     image = image.detach().clone().requires_grad_()
     with torch.enable_grad(), captured_outputs(model, [channel.layer]) as outputs:
-        model(image)
+        forward(model, image, outputs)
         activation = outputs[channel.layer][0, channel.channel]
         if activation.ndim == 0:
             return (0, 0, height, width)

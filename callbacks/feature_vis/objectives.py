@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from callbacks.feature_vis.capture import OUTPUT, captured_outputs
+from callbacks.feature_vis.capture import OUTPUT, captured_outputs, forward
 from lightning_app.errors import UserInputError
 
 
@@ -235,7 +235,7 @@ def check_objectives(model: nn.Module, objectives: list[Objective], example: tor
     naming the layer and the fix otherwise."""
     layers = [layer for o in objectives for layer in o.layers]
     with torch.no_grad(), captured_outputs(model, layers) as outputs:
-        outputs[OUTPUT] = model(example)
+        forward(model, example, outputs)
     for item in objectives:
         for layer in item.layers:
             output = outputs[layer]

@@ -8,8 +8,8 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from callbacks.feature_vis.capture import captured_outputs
-from callbacks.feature_vis.objectives import OUTPUT, Objective
+from callbacks.feature_vis.capture import captured_outputs, forward
+from callbacks.feature_vis.objectives import Objective
 from callbacks.feature_vis.parameterisations import BandStatistics, ImageParameterisation
 from callbacks.feature_vis.transforms import STANDARD, Transform, apply
 
@@ -18,7 +18,7 @@ def scores(model: nn.Module, objectives: Sequence[Objective], inputs: torch.Tens
     """Image ``i``'s score under objective ``i`` (the objectives' diagonal), (N,)."""
     layers = [layer for objective in objectives for layer in objective.layers]
     with captured_outputs(model, layers) as outputs:
-        outputs[OUTPUT] = model(inputs)
+        forward(model, inputs, outputs)
         return torch.stack([objective(outputs, inputs)[i] for i, objective in enumerate(objectives)])
 
 
@@ -90,7 +90,7 @@ def render(
         for step in range(1, settings.steps + 1):
             optimizer.zero_grad()
             inputs = model_input(apply(settings.transforms, image(), generator))
-            outputs[OUTPUT] = model(inputs)
+            forward(model, inputs, outputs)
             total = torch.stack([o(outputs, inputs)[i] for i, o in enumerate(objectives)]).sum()
             if batch_objective is not None:
                 total = total + batch_objective(outputs, inputs)[0]
