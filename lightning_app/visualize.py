@@ -5,7 +5,8 @@
         [--lr 0.05] [--pixel] [--seed 0] --out DIR
 
 Writes ``DIR/<layer>/<objective>_<index>.png`` (the rendered image in the data's display space, its
-first band or first three bands) and ``DIR/summary.json``: per image ``{"layer", "objective", "index",
+first band or first three bands), ``DIR/<layer>/<objective>_overview.png`` (all of them enlarged, with
+the value each reached) and ``DIR/summary.json``: per image ``{"layer", "objective", "index",
 "activation_start", "activation_end", "dataset_mean", "dataset_max"}``, the objective's value on the
 start image, on the final image, and its mean and maximum over 500 validation images. ``logit``
 renders class models (``--channels`` are class indices; ``--layer`` is not needed). ``deepdream`` starts
@@ -27,10 +28,12 @@ from callbacks.feature_vis.deepdream import deepdream
 from callbacks.feature_vis.figure import display_rgb
 from callbacks.feature_vis.objectives import OBJECTIVES, check_objectives, named_objective
 from callbacks.feature_vis.render import RenderSettings, render, scores
+from callbacks.mosaic import Caption, Panel, mosaic_figure
 from datamodules.image_files import read_image
 from lightning_app.cli import check_input_files, cli_main
 from lightning_app.errors import UserInputError, report_errors
 
+OVERVIEW_COLUMNS = 10
 DATASET_SIZE = 500  # validation images the objective's mean and maximum are measured on
 STATISTICS_SIZE = 512  # training images the band statistics are estimated from
 
@@ -85,6 +88,7 @@ def visualize(args: argparse.Namespace) -> None:
     statistics = band_statistics(datamodule, STATISTICS_SIZE, args.seed)
     settings = RenderSettings(steps=args.steps, lr=args.lr, fourier=not args.pixel, seed=args.seed)
     shape = tuple(probe.shape[1:])
+    start = None
     if args.objective == "deepdream":
         start = read_image(Path(args.image), shape)[None] if args.image else datamodule.denormalize(probe[:1])
         rendering = deepdream(model, objectives[0], statistics, datamodule.from_display, start, settings)
@@ -104,7 +108,7 @@ def visualize(args: argparse.Namespace) -> None:
         }
         for i, index in enumerate(indices)
     ]
-    write_outputs(Path(args.out), rendering.images, summary)
+    write_outputs(Path(args.out), rendering.images, summary, start)
 
 
 def trained_model(configs: list[str], checkpoint: str) -> tuple[torch.nn.Module, VisualisableDataModule]:
@@ -119,20 +123,29 @@ def trained_model(configs: list[str], checkpoint: str) -> tuple[torch.nn.Module,
     return cli.model.eval().requires_grad_(False), cli.datamodule
 
 
-def write_outputs(out: Path, images: torch.Tensor, summary: list[dict]) -> None:
-    """``out/<layer>/<objective>_<index>.png`` per image, ``out/summary.json``, and a line per image."""
+def write_outputs(out: Path, images: torch.Tensor, summary: list[dict], start: torch.Tensor | None) -> None:
+    """``out/<layer>/<objective>_<index>.png`` per image, ``<objective>_overview.png`` (every image
+    enlarged and captioned, after the start image for deepdream), ``out/summary.json``, and a line per
+    image."""
+    folder = out / summary[0]["layer"]
+    folder.mkdir(parents=True, exist_ok=True)
+    objective = summary[0]["objective"]
+    panels = [] if start is None else [Panel(display_rgb(start[0], None), Caption("start"))]
     for row, image in zip(summary, images, strict=True):
-        folder = out / row["layer"]
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = torch.from_numpy(display_rgb(image, None)).permute(2, 0, 1)
-        save_image(pixels, folder / f"{row['objective']}_{row['index']}.png")
+        pixels = display_rgb(image, None)
+        save_image(torch.from_numpy(pixels).permute(2, 0, 1), folder / f"{objective}_{row['index']}.png")
+        caption = f"{objective} {row['index']}\n{row['activation_end']:.3g}"
+        panels.append(Panel(pixels, Caption(caption)))
         print(
-            f"{row['layer']} {row['objective']} {row['index']}: {row['activation_start']:.4g} -> "
+            f"{row['layer']} {objective} {row['index']}: {row['activation_start']:.4g} -> "
             f"{row['activation_end']:.4g} (data: mean {row['dataset_mean']:.4g}, "
             f"max {row['dataset_max']:.4g})"
         )
+    rows = [panels[i : i + OVERVIEW_COLUMNS] for i in range(0, len(panels), OVERVIEW_COLUMNS)]
+    title = f"{summary[0]['layer']}: {objective} (the value reached under each image)"
+    mosaic_figure(title, rows).savefig(folder / f"{objective}_overview.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {len(summary)} images and summary.json to {out}")
+    print(f"wrote {len(summary)} images, an overview and summary.json to {out}")
 
 
 if __name__ == "__main__":

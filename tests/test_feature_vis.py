@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.autograd import gradcheck
@@ -187,11 +188,9 @@ def test_the_command_writes_the_images_and_the_summary(trained, tmp_path, capsys
     visualize.main([*arguments, "--steps", "64", "--out", str(out)])
     summary = json.loads((out / "summary.json").read_text())
     assert [row["index"] for row in summary] == [0, 1, 5]
-    assert {p.name for p in (out / "net.conv2").iterdir()} == {
-        "channel_0.png",
-        "channel_1.png",
-        "channel_5.png",
-    }
+    written = {p.name for p in (out / "net.conv2").iterdir()}
+    assert written == {"channel_0.png", "channel_1.png", "channel_5.png", "channel_overview.png"}
+    assert Image.open(out / "net.conv2" / "channel_0.png").size == (28, 28)  # the image itself
     for row in summary:
         assert list(row) == list(SUMMARY_KEYS)
         assert row["activation_end"] > row["activation_start"] and row["dataset_max"] >= row["dataset_mean"]
