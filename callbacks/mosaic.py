@@ -87,7 +87,7 @@ def mosaic_figure(
     left = GAP + max((text_width(name) + GAP for name in row_names or []), default=0)
     caption_heights = [max(text_height(panel.caption.text) for panel in panels) for panels in rows]
     row_tops = TITLE_PIXELS + np.cumsum([0] + [c + panel_height + GAP for c in caption_heights])
-    title_width = left + len(title) * (CHAR_PIXELS + 1) + GAP  # bold, one point larger
+    title_width = left + len(title) * (CHAR_PIXELS + 2) + GAP  # bold, one point larger
     total_width = max(title_width, left + int(column_lefts[-1]) + (COLOUR_BAR_ROOM if colour_bar else 0))
     total_height = max(
         int(row_tops[-1]), TITLE_PIXELS + 2 * GAP + text_width(colour_bar.label) if colour_bar else 0

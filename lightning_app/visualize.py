@@ -142,7 +142,7 @@ def write_outputs(out: Path, images: torch.Tensor, summary: list[dict], start: t
             f"max {row['dataset_max']:.4g})"
         )
     rows = [panels[i : i + OVERVIEW_COLUMNS] for i in range(0, len(panels), OVERVIEW_COLUMNS)]
-    title = f"{summary[0]['layer']}: {objective} (the value reached under each image)"
+    title = f"{summary[0]['layer']}: {objective}, with the value each image reached"
     mosaic_figure(title, rows).savefig(folder / f"{objective}_overview.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {len(summary)} images, an overview and summary.json to {out}")

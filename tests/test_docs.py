@@ -26,5 +26,8 @@ def test_sources_are_named_by_their_authors_not_by_internal_numbers():
 def test_every_source_named_in_the_readme_is_in_the_references():
     references = (ROOT / "docs" / "references.md").read_text()
     readme = (ROOT / "README.md").read_text()
-    for name in ("Lan et al.", "Macura", "Lim et al.", "Lees", "Barsch and Eilertsen", "Adebayo et al."):
+    for name in (
+        "Lan et al.", "Macura", "Lim et al.", "Lees", "Barsch and Eilertsen", "Adebayo et al.",
+        "Olah et al.", "Simonyan et al.", "Mordvintsev et al.",
+    ):  # fmt: skip
         assert name in readme and name in references, name
