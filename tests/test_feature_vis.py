@@ -26,7 +26,7 @@ from callbacks.feature_vis import (
     render,
 )
 from callbacks.feature_vis.callback import BANDS_FILE, band_statistics
-from callbacks.feature_vis.objectives import check_objectives
+from callbacks.feature_vis.objectives import ImagePenalty, check_objectives, penalised
 from callbacks.feature_vis.render import scores
 from callbacks.feature_vis.transforms import STANDARD, Blur
 from callbacks.lca import LossChangeAllocation
@@ -274,3 +274,27 @@ def test_the_forward_pass_stops_after_the_last_layer_the_objectives_read():
         model, [Channel("0", 1), Channel("1", 2)], statistics, lambda x: x, (1, 8, 8), settings
     )
     assert rendering.images.shape == (2, 1, 8, 8) and torch.isfinite(rendering.end).all()
+
+
+def test_penalties_lower_the_image_total_variation(trained):
+    model, datamodule, statistics, _ = trained
+    channel = Channel("net.conv2", 4)
+    smooth = penalised({"tv": 1.0})(channel)
+    settings = RenderSettings(steps=64)
+    images = [
+        render(model, [o], statistics, datamodule.from_display, (1, 28, 28), settings).images
+        for o in (channel, smooth)
+    ]
+    variation = [ImagePenalty("tv")({}, image).item() for image in images]
+    assert variation[1] < 0.7 * variation[0]
+    with pytest.raises(UserInputError, match=r"penalties \['blur'\] are not among l1, l2, tv"):
+        penalised({"blur": 1.0})
+
+
+def test_a_segmentation_class_model_reads_the_logit_over_its_region():
+    logits = torch.arange(2 * 2 * 2 * 2, dtype=torch.float32).reshape(2, 2, 2, 2)
+    region = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    score = Logit(1, region=region)({"output": logits}, torch.zeros(2, 1, 2, 2))
+    torch.testing.assert_close(score, (logits[:, 1] * region).sum(dim=(1, 2)) / 2)
+    whole = Logit(0)({"output": logits}, torch.zeros(2, 1, 2, 2))
+    torch.testing.assert_close(whole, logits[:, 0].mean(dim=(1, 2)))

@@ -12,7 +12,7 @@ from typing_extensions import override
 from callbacks.contracts import VisualisableDataModule, check_contract
 from callbacks.feature_vis.examples import top_examples
 from callbacks.feature_vis.figure import feature_vis_figure
-from callbacks.feature_vis.objectives import Channel, check_objectives, named_objective
+from callbacks.feature_vis.objectives import Channel, check_objectives, named_objective, penalised
 from callbacks.feature_vis.parameterisations import BandStatistics
 from callbacks.feature_vis.render import Rendering, RenderSettings, render
 from callbacks.feature_vis.transforms import STANDARD, transform_from_config
@@ -69,6 +69,8 @@ class FeatureVisualization(InspectionCallback):
             {rotate: [-5, 0, 5]}, {blur: 0.5}]``; default Lucid's standard set.
         examples: dataset examples shown per channel (0: none).
         statistics_size: training images the band statistics are estimated from.
+        penalties: weights of penalties on the image subtracted from every objective: ``{tv: 0.01}``
+            (total variation), ``l1``, ``l2``.
         display_bands: the bands shown for images of other than 1 or 3 bands (default the first three).
         split, per_class, size, every_n_epochs: the probe set (for the dataset examples) and the
             schedule, as :class:`~callbacks.attribution.AttributionCallback`.
@@ -87,6 +89,7 @@ class FeatureVisualization(InspectionCallback):
         transforms: list[dict] | None = None,
         examples: int = 3,
         statistics_size: int = 512,
+        penalties: dict[str, float] | None = None,
         display_bands: list[int] | None = None,
         split: str = "val",
         per_class: int | None = 10,
@@ -112,6 +115,7 @@ class FeatureVisualization(InspectionCallback):
         named_objective(objective, layers[0], 0)  # an unknown name fails here, before any training
         chosen = STANDARD if transforms is None else tuple(transform_from_config(t) for t in transforms)
         self.settings = RenderSettings(steps=steps, lr=lr, fourier=fourier, transforms=chosen, seed=seed)
+        self.penalties = penalised(penalties or {})
         self.examples = examples
         self.statistics_size = statistics_size
         self.display_bands = display_bands
@@ -188,7 +192,10 @@ class FeatureVisualization(InspectionCallback):
                 objectives = [named_objective(self.objective, layer, c) for c in self.channel_indices(layer)]
             check_objectives(model, objectives, probe.inputs[:1])
             shape = tuple(probe.inputs.shape[1:])
-            rendering = render(model, objectives, self.statistics, self.from_display, shape, self.settings)
+            penalised_objectives = [self.penalties(o) for o in objectives]
+            rendering = render(
+                model, penalised_objectives, self.statistics, self.from_display, shape, self.settings
+            )
             self.renderings[layer] = rendering
             rows = [
                 (self.caption(layer, item.name, position, value), image, self._examples(model, item, probe))

@@ -251,3 +251,18 @@ def check_objectives(model: nn.Module, objectives: list[Objective], example: tor
                     f"channel {index} is out of range: {where} has {output.shape[1]} channels "
                     f"(0-{output.shape[1] - 1})"
                 )
+
+
+def penalised(weights: dict[str, float]):
+    """A function that subtracts ``weight`` x :class:`ImagePenalty` (``kind``) for each ``{kind: weight}``
+    from an objective (the objective itself when there are none)."""
+    unknown = set(weights) - set(PENALTIES)
+    if unknown:
+        raise UserInputError(f"penalties {sorted(unknown)} are not among {', '.join(PENALTIES)}")
+
+    def apply(objective: Objective) -> Objective:
+        for kind, weight in weights.items():
+            objective = objective + -float(weight) * ImagePenalty(kind)
+        return objective
+
+    return apply
