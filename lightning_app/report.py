@@ -1,7 +1,7 @@
 """Report commands: turn what a run recorded into the figures and numbers of the papers.
 
     python -m lightning_app.report lca RUN_DIR [--compare OTHER_RUN_DIR] [--json] [--sync-layers N]
-        [--out FOLDER]
+        [--peak-window 1] [--peak-threshold T] [--null-draws 1000] [--out FOLDER]
 
 ``lca`` reads ``RUN_DIR/lca.h5`` (or the store file given directly), writes PNG figures to
 ``RUN_DIR/lca_report/`` (or ``--out``) and prints a summary; with ``--json``, one JSON object. A store
@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from callbacks.lca.analysis import NULL_DRAWS, PeakRule
 from lightning_app.errors import UserInputError, run_subcommand
 
 
@@ -30,7 +31,10 @@ def lca(args: argparse.Namespace) -> None:
 
     store = store_path(args.run_dir)
     compare = store_path(args.compare) if args.compare else None
-    numbers = write_report(store, compare=compare, min_layers=args.sync_layers, out=args.out)
+    rule = PeakRule(window=args.peak_window, threshold=args.peak_threshold)
+    numbers = write_report(
+        store, compare=compare, min_layers=args.sync_layers, out=args.out, rule=rule, draws=args.null_draws
+    )
     if args.json:
         print(json.dumps(numbers))
         return
@@ -41,8 +45,10 @@ def lca(args: argparse.Namespace) -> None:
     print(f"  helped {100 * numbers['mean_helped_fraction']:.2f}% of parameters per iteration "
           f"({100 * numbers['mean_helped_fraction_nonzero']:.2f}% of those that moved)")  # fmt: skip
     peaks = numbers["peak_moments"]
-    print(f"  synchronised peak moments: {peaks['synchronised_peaks']} "
-          f"({peaks['synchronised_expected_by_chance']:.1f} expected by chance)")  # fmt: skip
+    print(f"  synchronised peak moments: {peaks['synchronised_peaks']} found; expected "
+          f"{peaks['synchronised_expected_independent']:.1f} if layers peaked independently, "
+          f"{peaks['synchronised_expected_under_shift']:.1f} under circular shifts of each layer "
+          f"(p = {peaks['synchronised_p_value']:.3g}, {peaks['null_draws']} draws)")  # fmt: skip
     print("  figures:\n    " + "\n    ".join(numbers["figures"]))
 
 
@@ -60,6 +66,17 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=None,
         help="layers peaking together to count as synchronised (default: all)",
+    )
+    report.add_argument(
+        "--peak-window", type=int, default=1,
+        help="a peak is below this many neighbours on each side (default 1: the LCA paper's local minima)",
+    )  # fmt: skip
+    report.add_argument(
+        "--peak-threshold", type=float, default=None,
+        help="a peak's LCA must also be below minus this (default: none, as the paper)",
+    )  # fmt: skip
+    report.add_argument(
+        "--null-draws", type=int, default=NULL_DRAWS, help="circular shifts of the synchronisation null"
     )
     report.set_defaults(run=lca)
     run_subcommand(parser, argv)

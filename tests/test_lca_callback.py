@@ -227,7 +227,7 @@ def test_report_command_writes_the_figures_and_prints_the_numbers(lca_runs, caps
     assert required <= set(numbers) and numbers["parameters"] == 84_060
     assert (
         numbers["peak_moments"]["synchronised_peaks"]
-        > numbers["peak_moments"]["synchronised_expected_by_chance"]
+        > numbers["peak_moments"]["synchronised_expected_under_shift"]
     )
     names = {
         "helped_histograms",

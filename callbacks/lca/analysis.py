@@ -1,8 +1,12 @@
 """The numbers of an LCA run, computed from its store: conservation, helped fractions, peak moments."""
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from callbacks.lca.store import LCARun
+
+NULL_DRAWS = 1000  # circular shifts of the synchronisation null
 
 
 def summary(run: LCARun) -> dict:
@@ -58,21 +62,44 @@ def module_series(run: LCARun, per_class: bool) -> tuple[list[str], np.ndarray]:
     return modules, np.moveaxis(series, 1, 2)  # (modules, classes, steps)
 
 
-def peak_moments(series: np.ndarray) -> np.ndarray:
-    """Strict local minima along the last axis (a peak moment of learning: the loss fell more through this
-    step than through its neighbours). Boolean array of the shape of ``series``; the ends are never peaks."""
+@dataclass(frozen=True)
+class PeakRule:
+    """What counts as a peak moment of learning: a step whose LCA is below that of each of its ``window``
+    neighbours on either side (the LCA paper: 1, a strict local minimum) and, with ``threshold``, below
+    ``-threshold`` (the loss fell by at least that much through the step)."""
+
+    window: int = 1
+    threshold: float | None = None
+
+
+PAPER_PEAKS = PeakRule()  # the LCA paper's: strict local minima, no threshold
+
+
+def peak_moments(series: np.ndarray, rule: PeakRule = PAPER_PEAKS) -> np.ndarray:
+    """The peak moments of ``series`` along its last axis (boolean, the shape of ``series``); the first
+    and last ``rule.window`` steps are never peaks."""
+    window, steps = rule.window, series.shape[-1]
     peaks = np.zeros(series.shape, dtype=bool)
-    middle = series[..., 1:-1]
-    peaks[..., 1:-1] = (middle < series[..., :-2]) & (middle < series[..., 2:])
+    if steps <= 2 * window:
+        return peaks
+    middle = series[..., window : steps - window]
+    inner = np.ones(middle.shape, dtype=bool)
+    for offset in range(1, window + 1):
+        inner &= middle < series[..., window - offset : steps - window - offset]
+        inner &= middle < series[..., window + offset : steps - window + offset]
+    if rule.threshold is not None:
+        inner &= middle < -rule.threshold
+    peaks[..., window : steps - window] = inner
     return peaks
 
 
-def synchronised(peaks: np.ndarray, min_layers: int) -> tuple[np.ndarray, float]:
-    """Peaks of the same class at the same step in at least ``min_layers`` modules, and the number expected
-    if each module peaked independently at its own rate (a Poisson-binomial tail per class)."""
+def synchronised(peaks: np.ndarray, min_layers: int, window: int = 1) -> tuple[np.ndarray, float]:
+    """Peaks of the same class at the same step in at least ``min_layers`` modules (peaks: (modules,
+    classes, steps), found with ``window``), and the number expected if each module peaked independently
+    at its own rate (a Poisson-binomial tail per class)."""
     layers_peaking = peaks.sum(axis=0)  # (classes, steps)
     observed = layers_peaking >= min_layers
-    interior = max(peaks.shape[-1] - 2, 1)
+    interior = max(peaks.shape[-1] - 2 * window, 1)
     expected = 0.0
     for rates in (peaks.sum(axis=-1) / interior).T:  # per class: one rate per module
         distribution = np.array([1.0])
@@ -80,3 +107,22 @@ def synchronised(peaks: np.ndarray, min_layers: int) -> tuple[np.ndarray, float]
             distribution = np.convolve(distribution, [1 - rate, rate])
         expected += distribution[min_layers:].sum() * interior
     return observed, expected
+
+
+def shift_null(
+    peaks: np.ndarray, min_layers: int, draws: int = NULL_DRAWS, seed: int = 0
+) -> tuple[float, float]:
+    """The synchronised-peak count expected when layers do not move together, and the p-value of the
+    observed count: each module's peak series (all its classes alike) is shifted circularly by its own
+    random offset, ``draws`` times. Unlike the independence expectation, this keeps each layer's own
+    clustering of peaks in time; only the alignment between layers is broken. p = (1 + draws with at
+    least the observed count) / (1 + draws)."""
+    observed = int((peaks.sum(axis=0) >= min_layers).sum())
+    modules, steps = peaks.shape[0], peaks.shape[-1]
+    generator = np.random.default_rng(seed)
+    counts = np.empty(draws)
+    for draw in range(draws):
+        offsets = generator.integers(1, steps, size=modules) if steps > 1 else np.zeros(modules, int)
+        shifted = sum(np.roll(peaks[m], offsets[m], axis=-1).astype(np.int32) for m in range(modules))
+        counts[draw] = (shifted >= min_layers).sum()
+    return float(counts.mean()), float((1 + (counts >= observed).sum()) / (1 + draws))

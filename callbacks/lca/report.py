@@ -13,7 +13,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from callbacks.lca.analysis import module_series, peak_moments, summary, synchronised  # noqa: E402
+from callbacks.lca.analysis import (  # noqa: E402
+    NULL_DRAWS,
+    PAPER_PEAKS,
+    PeakRule,
+    module_series,
+    peak_moments,
+    shift_null,
+    summary,
+    synchronised,
+)
 from callbacks.lca.records import histogram_edges  # noqa: E402
 from callbacks.lca.store import LCARun  # noqa: E402
 from lightning_app.errors import UserInputError, describe  # noqa: E402
@@ -208,14 +217,19 @@ def neuron_heatmap(run: LCARun) -> plt.Figure:
     return figure
 
 
-def peaks_figure(run: LCARun, min_layers: int | None = None) -> tuple[plt.Figure, dict]:
-    """Peak moments of learning per module and class; peaks shared by ``min_layers`` modules (default: all)
-    at the same step and class in red. Returns the figure and the counts (with the chance expectation)."""
+def peaks_figure(
+    run: LCARun, min_layers: int | None = None, rule: PeakRule = PAPER_PEAKS, draws: int = NULL_DRAWS
+) -> tuple[plt.Figure, dict]:
+    """Peak moments of learning per module and class (``rule``; default the LCA paper's strict local
+    minima); peaks shared by ``min_layers`` modules (default: all) at the same step and class in red.
+    Returns the figure and the counts: found, expected if layers peaked independently, expected under
+    ``draws`` circular shifts of each layer's series, and that null's p-value."""
     per_class = run.class_names is not None
     modules, series = module_series(run, per_class)
-    peaks = peak_moments(series)
+    peaks = peak_moments(series, rule)
     min_layers = min_layers or len(modules)
-    observed, expected = synchronised(peaks, min_layers)
+    observed, independent = synchronised(peaks, min_layers, rule.window)
+    under_shift, p_value = shift_null(peaks, min_layers, draws)
     classes = run.class_names or ["all"]
     figure, axis = plt.subplots(figsize=(10, max(3, 0.12 * len(modules) * len(classes) + 1.5)))
     rows = [(c, m) for c in range(len(classes)) for m in range(len(modules))]
@@ -231,14 +245,21 @@ def peaks_figure(run: LCARun, min_layers: int | None = None) -> tuple[plt.Figure
     counts = {
         "peaks": int(peaks.sum()),
         "synchronised_peaks": int(observed.sum()),
-        "synchronised_expected_by_chance": float(expected),
+        "synchronised_expected_independent": float(independent),
+        "synchronised_expected_under_shift": under_shift,
+        "synchronised_p_value": p_value,
+        "null_draws": draws,
         "synchronised_min_layers": int(min_layers),
+        "peak_window": rule.window,
+        "peak_threshold": rule.threshold,
     }
     title = (
-        f"peak moments of learning; red: same class and step in >= {min_layers} layers "
-        f"({counts['synchronised_peaks']} found, {expected:.1f} expected by chance)"
+        f"peak moments of learning; red: same class and step in >= {min_layers} layers: "
+        f"{counts['synchronised_peaks']} found, {independent:.1f} expected if layers peaked independently, "
+        f"{under_shift:.1f} under circular shifts (p = {p_value:.3g})"
     )
-    axis.set(xlabel="iterations", title=title)
+    axis.set_title(title, fontsize=8)
+    axis.set(xlabel="iterations")
     figure.tight_layout()
     return figure, counts
 
@@ -258,6 +279,8 @@ def write_report(
     min_layers: int | None = None,
     out: Path | None = None,
     step: int = 0,
+    rule: PeakRule = PAPER_PEAKS,
+    draws: int = NULL_DRAWS,
 ) -> dict:
     """Draw every figure of the run whose store is ``store`` into ``out`` (default:
     ``<store dir>/lca_report/``); log them to the logger's TensorBoard experiment if it has one, at
@@ -265,7 +288,7 @@ def write_report(
     run = LCARun(store)
     other = LCARun(compare) if compare is not None else None
     numbers = summary(run)
-    peaks, numbers["peak_moments"] = peaks_figure(run, min_layers)
+    peaks, numbers["peak_moments"] = peaks_figure(run, min_layers, rule, draws)
     figures = {
         "helped_histograms": helped_histograms(run),
         "loss": loss_curve(run),
