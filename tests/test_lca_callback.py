@@ -1,5 +1,7 @@
 import csv
 import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -583,3 +585,13 @@ def test_a_skipped_optimizer_step_is_not_recorded():
     assert run.steps["step"].tolist() == [0, 1, 2, 3]  # four real updates of five optimizer_step calls
     assert run.steps["global_step"].tolist() == [1, 2, 4, 5]  # Lightning counts the skipped one too
     np.testing.assert_array_equal(run.steps["loss_start"][1:], run.steps["loss_end"][:-1])
+
+
+def test_the_run_time_is_projected_once_after_the_first_steps(caplog):
+    trainer = bare_trainer(LossChangeAllocation(eval_size=100, report=False), max_steps=9)
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        trainer.fit(ClassificationModule(FullyConnected()), datamodule=MNISTDataModule(source="sample"))
+    lines = [r.getMessage() for r in caplog.records if "projected for the" in r.getMessage()]
+    assert len(lines) == 1 and "projected for the 9 steps: LCA " in lines[0]
+    lca, whole = (float(v) for v in re.findall(r"([\d.e+-]+) s a step, of ([\d.e+-]+) s in all", lines[0])[0])
+    assert 0 < lca <= whole

@@ -1,6 +1,7 @@
 """The Lightning callback that records Loss Change Allocation at every optimizer step."""
 
 import math
+import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,6 +32,7 @@ from callbacks.lca.loss import ElementwiseLoss
 from callbacks.lca.record_writer import Outputs, RecordWriter, StepResult
 from callbacks.lca.records import RecordBuilder
 from callbacks.lca.store import LCARun, LCAStore, step_columns
+from callbacks.lca.time_estimate import TimeEstimate
 from callbacks.placement import Placement
 from lightning_app.errors import UserInputError, check_not_negative, check_positive
 from lightning_app.run_record import environment_versions
@@ -156,6 +158,7 @@ class LossChangeAllocation(pl.Callback):
         self._stepped = False
         self._cache: tuple[torch.Tensor, dict[str, torch.Tensor], list[Evaluation]] | None = None
         self.recorded = 0
+        self.clock = TimeEstimate()
         # output, on rank 0: records built, stored and logged off the training thread
         self.path: Path | None = None
         self.run_id = uuid.uuid4().hex
@@ -205,6 +208,7 @@ class LossChangeAllocation(pl.Callback):
         ]  # fmt: skip
         self._cache, self._theta_start, self._stepped = None, None, False
         self.recorded = 0
+        self.clock = TimeEstimate()
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -338,6 +342,7 @@ class LossChangeAllocation(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._stepped:
             return
+        started = time.perf_counter()
         theta_start, theta_end = self._theta_start, self.current_theta()
         self._theta_start, self._stepped = None, False
         delta = theta_end.double() - theta_start.double()
@@ -360,6 +365,10 @@ class LossChangeAllocation(pl.Callback):
         if self.writer is not None:
             self.writer.submit(result)
             log_metrics(trainer, self.writer)
+        self.clock.record(time.perf_counter() - started)
+        projection = self.clock.message(trainer.estimated_stepping_batches)
+        if projection is not None:
+            rank_zero_info(projection)
 
     def current_theta(self) -> torch.Tensor:
         """The flat vector of the parameters LCA tracks, in ``ParameterLayout`` order."""
