@@ -21,6 +21,8 @@ class ClassificationModule(SupervisedModule):
         num_classes: number of classes; must match the data and the network's output.
         optimizer: the optimizer class and its arguments (``class_path: torch.optim.SGD``, ``init_args``).
         lr_scheduler: an optional LR scheduler, stepped every epoch (ReduceLROnPlateau watches val/loss).
+        param_groups: per-layer optimizer settings, e.g. ``[{params: "net.fc3.*", lr: 0.0}]`` (see
+            :mod:`models.param_groups`).
 
     Logged: ``train/loss`` (per step and epoch), ``{train,val,test}/loss``, ``/acc`` and, with five or
     more classes, ``/acc_top5``. ``predict_step`` returns class probabilities.
@@ -32,11 +34,12 @@ class ClassificationModule(SupervisedModule):
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerCallable | None = None,
+        param_groups: list[dict] | None = None,
     ) -> None:
         metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
         if num_classes >= 5:
             metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-        super().__init__(net, num_classes, optimizer, lr_scheduler, MetricCollection(metrics))
+        super().__init__(net, num_classes, optimizer, lr_scheduler, MetricCollection(metrics), param_groups)
         self.save_hyperparameters()
         self.criterion = nn.CrossEntropyLoss()
 

@@ -34,6 +34,8 @@ class SegmentationModule(SupervisedModule):
         ignore_index: mask value ignored; must equal the DataModule's.
         optimizer: the optimizer class and its arguments (default Adam, lr 1e-3).
         lr_scheduler: an optional LR scheduler, stepped every epoch.
+        param_groups: per-layer optimizer settings, e.g. ``[{params: "net.decoders.*", lr: 1.0e-3}]``
+            (see :mod:`models.param_groups`).
 
     Logged per epoch for train/val/test: ``loss`` (and each term of a weighted loss), ``soft_iou`` (Lim
     et al.'s metric: probabilities, no threshold, per batch, averaged), ``iou``, ``dice``, ``precision``,
@@ -49,11 +51,12 @@ class SegmentationModule(SupervisedModule):
         ignore_index: int = 255,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        param_groups: list[dict] | None = None,
     ) -> None:
         if num_classes < 2:
             raise UserInputError(f"model.num_classes={num_classes}: masks have 2 or more classes")
         metrics = pixel_metrics(num_classes, threshold, ignore_index)
-        super().__init__(net, num_classes, optimizer, lr_scheduler, metrics)
+        super().__init__(net, num_classes, optimizer, lr_scheduler, metrics, param_groups)
         self.save_hyperparameters()
         self.binary = num_classes == 2
         self.ignore_index = ignore_index

@@ -8,6 +8,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from lightning_app.errors import UserInputError
+from models.param_groups import check_group_settings, parameter_groups
 
 
 class SupervisedModule(pl.LightningModule):
@@ -20,12 +21,14 @@ class SupervisedModule(pl.LightningModule):
         optimizer: OptimizerCallable,
         lr_scheduler: LRSchedulerCallable | None,
         metrics: MetricCollection,
+        param_groups: list[dict] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.num_classes = num_classes
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        self.param_groups = param_groups or []
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -60,8 +63,10 @@ class SupervisedModule(pl.LightningModule):
         self._shared_step(batch, "test")
 
     def configure_optimizers(self):
-        """The optimizer, and the scheduler stepped every epoch (ReduceLROnPlateau watches ``val/loss``)."""
-        optimizer = self.optimizer(self.parameters())
+        """The optimizer (with ``param_groups``, see :mod:`models.param_groups`), and the scheduler stepped
+        every epoch (ReduceLROnPlateau watches ``val/loss``)."""
+        optimizer = self.optimizer(parameter_groups(list(self.named_parameters()), self.param_groups))
+        check_group_settings(optimizer, self.param_groups)
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)

@@ -1,0 +1,48 @@
+"""Per-layer optimizer settings from the YAML: parameter groups chosen by name pattern.
+
+``param_groups: [{params: "net.fc3.*", lr: 0.0}, {params: "net.conv*", momentum: 0.5}]`` puts every
+parameter whose name (as ``named_parameters()`` of the LightningModule gives it: ``net.fc3.weight``)
+matches a group's shell-style pattern into that group, with that group's optimizer settings; the first
+matching group wins and the other parameters keep the optimizer's own settings. This is the LCA
+reference's ``lr_special``, ``mom_special`` and ``l2_special`` for any optimizer.
+"""
+
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+from lightning_app.errors import UserInputError
+
+
+def parameter_groups(named: list[tuple[str, nn.Parameter]], specs: list[dict]) -> list[dict]:
+    """The optimizer's parameter groups: one per spec (its settings, its matching parameters), then one
+    with every parameter no spec matched. A spec without ``params`` or matching nothing is refused."""
+    groups = []
+    left = dict(named)
+    for number, spec in enumerate(specs):
+        pattern = spec.get("params")
+        if not isinstance(pattern, str):
+            raise UserInputError(
+                f"model.param_groups[{number}] needs params: a name pattern such as 'net.fc3.*'"
+            )
+        matching = [name for name in left if fnmatchcase(name, pattern)]
+        if not matching:
+            raise UserInputError(
+                f"model.param_groups[{number}]: params {pattern!r} matches no parameter not already in a "
+                f"group; the parameters are {', '.join(name for name, _ in named)}"
+            )
+        groups.append({**spec, "params": [left.pop(name) for name in matching]})
+    if left:
+        groups.append({"params": list(left.values())})
+    return groups
+
+
+def check_group_settings(optimizer, specs: list[dict]) -> None:
+    """Refuse a group setting the optimizer does not have (torch would keep it silently, unused)."""
+    for number, spec in enumerate(specs):
+        unknown = sorted(set(spec) - {"params"} - set(optimizer.defaults))
+        if unknown:
+            raise UserInputError(
+                f"model.param_groups[{number}]: {type(optimizer).__name__} has no setting "
+                f"{', '.join(unknown)}; its settings are {', '.join(sorted(optimizer.defaults))}"
+            )
