@@ -2,10 +2,15 @@
 
     python -m lightning_app.report lca RUN_DIR [--compare OTHER_RUN_DIR] [--json] [--sync-layers N]
         [--peak-window 1] [--peak-threshold T] [--null-draws 1000] [--out FOLDER]
+    python -m lightning_app.report lca-sweep SWEEP_DIR [--json] [--out FOLDER]
 
 ``lca`` reads ``RUN_DIR/lca.h5`` (or the store file given directly), writes PNG figures to
 ``RUN_DIR/lca_report/`` (or ``--out``) and prints a summary; with ``--json``, one JSON object. A store
-that is cut short or fails its checksums is refused, naming what is damaged.
+that is cut short or fails its checksums is refused, naming what is damaged. ``lca-sweep`` reads every
+run with an LCA store under SWEEP_DIR (``python -m lightning_app.sweep`` puts a sweep's runs there) and
+prints and writes the table of the sweep (learning rate, batch size, iterations, mean % of parameters
+helped per iteration, and among those that moved, conservation error, final loss) as ``lca_sweep.csv``
+and the grid of loss plots as ``lca_sweep_grid.png``.
 """
 
 import argparse
@@ -52,6 +57,29 @@ def lca(args: argparse.Namespace) -> None:
     print("  figures:\n    " + "\n    ".join(numbers["figures"]))
 
 
+def cell_text(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def lca_sweep(args: argparse.Namespace) -> None:
+    from callbacks.lca.sweep_summary import COLUMNS, write_sweep_summary
+
+    folder = Path(args.sweep_dir)
+    if not folder.is_dir():
+        raise UserInputError(
+            f"{folder} is not a folder; give the sweep's run folder, e.g. runs/lca_mnist_fc_sweep"
+        )
+    numbers = write_sweep_summary(folder, Path(args.out) if args.out else None)
+    if args.json:
+        print(json.dumps(numbers))
+        return
+    rows = [[cell_text(row[column]) for column in COLUMNS] for row in numbers["runs"]]
+    widths = [max(len(cell) for cell in column) for column in zip(COLUMNS, *rows, strict=True)]
+    for line in [list(COLUMNS), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    print(f"table: {numbers['table']}\nfigure: {numbers['figure']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lightning_app.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -79,6 +107,13 @@ def main(argv: list[str] | None = None) -> None:
         "--null-draws", type=int, default=NULL_DRAWS, help="circular shifts of the synchronisation null"
     )
     report.set_defaults(run=lca)
+    sweep = commands.add_parser(
+        "lca-sweep", help="the table and grid figure of a sweep's LCA runs (learning rate x batch size)"
+    )
+    sweep.add_argument("sweep_dir", help="the sweep's run folder, e.g. runs/lca_mnist_fc_sweep")
+    sweep.add_argument("--json", action="store_true", help="print the rows as one JSON object")
+    sweep.add_argument("--out", help="write lca_sweep.csv and lca_sweep_grid.png here instead")
+    sweep.set_defaults(run=lca_sweep)
     run_subcommand(parser, argv)
 
 

@@ -58,23 +58,28 @@ def helped_histograms(run: LCARun) -> plt.Figure:
 
 def loss_curve(run: LCARun) -> plt.Figure:
     """Actual loss and L0 + cumulative Σ LCA; the per-iteration difference on a twin axis."""
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    draw_loss(axis, run)
+    axis.legend(loc="upper right")
+    figure.tight_layout()
+    return figure
+
+
+def draw_loss(axis: plt.Axes, run: LCARun, title: str = "true and approximated loss") -> None:
+    """Macura's loss plot on ``axis``: the actual loss (blue) and L0 + cumulative Σ LCA (orange), with the
+    per-iteration difference as dots on a twin axis; the conservation error in the title."""
     steps = run.steps
     actual = np.append(steps["loss_start"], steps["loss_end"][-1:])
     approximate = steps["loss_start"][0] + np.concatenate([[0.0], np.cumsum(np.nan_to_num(steps["lca_sum"]))])
     difference = steps["loss_end"] - steps["loss_start"] - steps["lca_sum"]
-    numbers = summary(run)
-    error = 100 * (numbers["conservation_rel_error"] or 0.0)
+    error = 100 * (summary(run)["conservation_rel_error"] or 0.0)
     iterations = np.arange(len(actual))
-    figure, axis = plt.subplots(figsize=(8, 4.5))
     axis.plot(iterations, actual, color=BLUE, label="actual loss")
     axis.plot(iterations, approximate, color=ORANGE, label="sum approx loss")
-    axis.set(xlabel="iterations", ylabel="loss", title=f"true and approximated loss (err {error:.2f}%)")
+    axis.set(xlabel="iterations", ylabel="loss", title=f"{title} (err {error:.2f}%)")
     twin = axis.twinx()
     twin.plot(iterations[1:], difference, "o", color=ORANGE, alpha=0.5, markersize=1)
     twin.set_ylabel("diff per iteration")
-    axis.legend(loc="upper right")
-    figure.tight_layout()
-    return figure
 
 
 def layer_bars(run: LCARun, compare: LCARun | None = None) -> plt.Figure:
