@@ -201,7 +201,7 @@ def store_bytes(steps: int = 3600) -> None:
     builder = RecordBuilder(layout, torch.device("cpu"))
     path = Path(tempfile.mkdtemp()) / "lca.h5"
     store = LCAStore.create(path, layout, {"integrator": "rk4"}, [str(c) for c in range(classes)],
-                            {"train": torch.arange(45_000).numpy()}, dense=False)  # fmt: skip
+                            {"train": torch.arange(45_000).numpy()}, dense=())  # fmt: skip
     generator = torch.Generator().manual_seed(0)
     for step in range(steps):
         class_grad = torch.randn(classes, k, generator=generator) * 1e-3

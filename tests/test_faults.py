@@ -155,7 +155,7 @@ def test_a_checkpoint_whose_store_was_replaced_by_another_runs_starts_a_new_stor
 def test_a_fresh_run_refuses_to_replace_an_existing_store(tmp_path):
     (tmp_path / "lca.h5").write_bytes(b"another run's records")
     with pytest.raises(UserInputError, match=r"lca.h5 already exists and belongs to another run"):
-        LCAStore.create(tmp_path / "lca.h5", None, {}, None, {}, dense=False)
+        LCAStore.create(tmp_path / "lca.h5", None, {}, None, {}, dense=())
     assert (tmp_path / "lca.h5").read_bytes() == b"another run's records"
 
 

@@ -78,6 +78,39 @@ def test_training_is_bit_identical_with_and_without_the_callback(net, lca_option
         assert torch.equal(a, b), name
 
 
+def test_dense_gradients_and_deltas_recompute_the_lca_and_the_estimate_counts_them(caplog):
+    fields = ["--trainer.callbacks.init_args.dense_every=2", "--trainer.callbacks.init_args.val_size=100"]
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        only_lca = lca_fit("--trainer.max_steps=4", "--trainer.limit_val_batches=0", *fields)
+        everything = lca_fit(
+            "--trainer.max_steps=4", "--trainer.limit_val_batches=0", *fields,
+            "--trainer.callbacks.init_args.dense_fields=[lca, gradient, delta]",
+        )  # fmt: skip
+    run = run_of(everything)
+    steps, lca = run.dense("lca")
+    _, gradient = run.dense("gradient")
+    _, delta = run.dense("delta")
+    _, val_lca = run.dense("val_lca")
+    _, val_gradient = run.dense("val_gradient")
+    assert steps.tolist() == [0, 2] and lca.shape == (2, 84_060)
+    scale = np.abs(lca).max()
+    np.testing.assert_allclose(lca, gradient.astype(np.float64) * delta, rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(val_lca, val_gradient.astype(np.float64) * delta, rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(lca.sum(axis=1), run.steps["lca_sum"][[0, 2]], rtol=1e-4)
+    np.testing.assert_allclose(val_lca.sum(axis=1), run.val["lca_sum"][[0, 2]], rtol=1e-4)
+    with pytest.raises(UserInputError, match="holds no dense 'gradient'; it holds \\['lca', 'val_lca'\\]"):
+        run_of(only_lca).dense("gradient")
+    estimates = [float(m) for m in re.findall(r"store ([\d,.]+) MiB for 4 steps", caplog.text)]
+    dense_mib = 2 * 84_060 * 4 / 2**20  # two dense rows of one float32 vector
+    assert estimates[1] - estimates[0] == pytest.approx(
+        3 * dense_mib, abs=0.05
+    )  # + gradient, delta, val_gradient
+    with pytest.raises(
+        UserInputError, match="dense_fields \\['hessian'\\] must be among lca, gradient, delta"
+    ):
+        LossChangeAllocation(dense_fields=["hessian"])
+
+
 def test_streamed_records_equal_a_dense_recomputation():
     cli = lca_fit(
         "--trainer.max_steps=8",

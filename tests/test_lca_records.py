@@ -23,9 +23,11 @@ def step_result(step: int, generator: torch.Generator, size: int = LAYOUT.num_pa
 
 
 def writer_at(path, background: bool, flush_every: int) -> RecordWriter:
-    store = LCAStore.create(path, LAYOUT, {}, None, {"train": np.arange(4)}, dense=False)
+    store = LCAStore.create(path, LAYOUT, {}, None, {"train": np.arange(4)}, dense=())
     return RecordWriter(
-        RecordBuilder(LAYOUT, torch.device("cpu")), Outputs(store, 0, flush_every, 0, None), background
+        RecordBuilder(LAYOUT, torch.device("cpu")),
+        Outputs(store, 0, ("lca",), flush_every, 0, None),
+        background,
     )
 
 

@@ -31,7 +31,7 @@ from callbacks.lca.layout import ParameterLayout
 from callbacks.lca.loss import ElementwiseLoss
 from callbacks.lca.record_writer import Outputs, RecordWriter, StepResult
 from callbacks.lca.records import RecordBuilder
-from callbacks.lca.store import LCARun, LCAStore, step_columns
+from callbacks.lca.store import DENSE_FIELDS, LCARun, LCAStore, step_columns
 from callbacks.lca.time_estimate import TimeEstimate
 from callbacks.placement import Placement
 from lightning_app.errors import UserInputError, check_not_negative, check_positive
@@ -74,7 +74,10 @@ class LossChangeAllocation(pl.Callback):
         bn_mode: 'batch_stats' (normalise each chunk with its own statistics, as the reference) or
             'eval' (running statistics).
         per_class: split the loss into per-class terms (one vectorised pass) and record LCA per class.
-        dense_every: every k-th step, store the full per-parameter LCA vector (0: never).
+        dense_every: every k-th step, store per-parameter vectors of the step (0: never).
+        dense_fields: which: ``lca`` (default), ``gradient`` (the path-averaged gradient ḡ of the LCA
+            loss) and ``delta`` (Δθ); with ``with_val``, lca and gradient of the val set too. LCA =
+            gradient x delta element-wise, so a stored step can be recomputed or re-weighted.
         flush_every: steps between writes of the store.
         histogram_every: steps between TensorBoard histograms of the LCA of each layer's parameters
             (0: never).
@@ -100,6 +103,7 @@ class LossChangeAllocation(pl.Callback):
         bn_mode: BatchNormMode = "batch_stats",
         per_class: bool = True,
         dense_every: int = 0,
+        dense_fields: list[str] | None = None,
         flush_every: int = 50,
         histogram_every: int = 25,
         store_path: str | None = None,
@@ -139,6 +143,12 @@ class LossChangeAllocation(pl.Callback):
         self.bn_mode = bn_mode
         self.per_class = per_class
         self.dense_every = dense_every
+        self.dense_fields = tuple(dense_fields or ["lca"])
+        unknown = sorted(set(self.dense_fields) - set(DENSE_FIELDS))
+        if unknown or not self.dense_fields:
+            raise UserInputError(
+                f"LCA dense_fields {list(self.dense_fields)} must be among {', '.join(DENSE_FIELDS)}"
+            )
         self.flush_every = flush_every
         self.histogram_every = histogram_every
         self.store_path = store_path
@@ -232,15 +242,23 @@ class LossChangeAllocation(pl.Callback):
         store.flush(builder.totals)
         self._log_estimate(trainer)
         tensorboard = self._tensorboard(trainer)
+        dense = self.dense_datasets()
         outputs = Outputs(
-            store, self.dense_every, self.flush_every, self.histogram_every, tensorboard, self.class_names
+            store,
+            self.dense_every,
+            dense,
+            self.flush_every,
+            self.histogram_every,
+            tensorboard,
+            self.class_names,
         )
         self.writer = RecordWriter(builder, outputs, background=self.placement.device.type == "cuda")
 
     def _open_store(self, metadata: dict) -> LCAStore:
         """This run's store: new, or on resume holding the checkpoint's records when their store is the
         checkpoint's run's and intact (otherwise new, starting at the checkpoint's step, with a warning)."""
-        create = (self.path, self.layout, metadata, self.class_names, self.eval_indices, self.dense_every > 0)
+        dense = self.dense_datasets() if self.dense_every else ()
+        create = (self.path, self.layout, metadata, self.class_names, self.eval_indices, dense)
         if self._resume is None:
             return LCAStore.create(*create)
         source, position = Path(self._resume["store_path"]), self._resume["position"]
@@ -271,11 +289,17 @@ class LossChangeAllocation(pl.Callback):
             "eval_sizes": self.eval_sizes,
             "eval_seed": self.eval_seed,
             "dense_every": self.dense_every,
+            "dense_fields": list(self.dense_datasets()) if self.dense_every else [],
             "parameters": self.layout.num_parameters,
             "world_size": trainer.world_size,
             "config": config_file.read_text() if config_file.is_file() else "",
             "versions": yaml.safe_dump(environment_versions()),
         }
+
+    def dense_datasets(self) -> tuple[str, ...]:
+        """The dense datasets ``dense_fields`` asks for: the val set's lca and gradient too with_val."""
+        val = [f"val_{field}" for field in self.dense_fields if field != "delta"] if self.with_val else []
+        return (*self.dense_fields, *val)
 
     def _log_estimate(self, trainer: pl.Trainer) -> None:
         k = self.layout.num_parameters
@@ -286,7 +310,9 @@ class LossChangeAllocation(pl.Callback):
             self.layout, len(self.class_names) if self.class_names else None, self.with_val
         )
         row_bytes = sum(math.prod(shape) * int(dtype[1:]) for shape, dtype in columns.values())
-        dense_bytes = (steps // self.dense_every) * k * 4 if self.dense_every else 0
+        dense_bytes = (
+            (steps // self.dense_every) * k * 4 * len(self.dense_datasets()) if self.dense_every else 0
+        )
         sets = len(self.evaluators)
         vectors = 4 * k * (1 + sets * 6 * classes) + 8 * k * 3 + 4 * k * 3  # θ, gradients, Δθ, LCA, totals
         kept = ", ".join(

@@ -43,12 +43,13 @@ class StepResult:
 
 @dataclass
 class Outputs:
-    """Where records go: the store, every ``dense_every``-th step's dense LCA, TensorBoard scalars (its
-    own event file in the logger's folder, or the ``metrics`` of another logger, which the training thread
-    logs) and every ``histogram_every``-th step's histogram."""
+    """Where records go: the store, every ``dense_every``-th step's ``dense_fields`` vectors, TensorBoard
+    scalars (its own event file in the logger's folder, or the ``metrics`` of another logger, which the
+    training thread logs) and every ``histogram_every``-th step's histogram."""
 
     store: LCAStore
     dense_every: int
+    dense_fields: tuple[str, ...]
     flush_every: int
     histogram_every: int
     tensorboard: SummaryWriter | None
@@ -149,7 +150,7 @@ class RecordWriter:
         store, outputs = self.outputs.store, self.outputs
         store.append(record)
         if outputs.dense_every and record.step % outputs.dense_every == 0:
-            store.append_dense(record.step, result.lca)
+            store.append_dense(record.step, dense_vectors(result, outputs.dense_fields))
         if store.position % outputs.flush_every == 0:
             store.flush(self.builder.totals)
         self._log(record)
@@ -168,6 +169,19 @@ class RecordWriter:
             values = [Summary.Value(tag=tag, simple_value=value) for tag, value in metrics.items()]
             self.scalar_writer.add_summary(Summary(value=values), record.step)
             self.layer_runs.log(record.step, record.train.layer_lca, self.cumulative)
+
+
+def dense_vectors(result: StepResult, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The step's per-parameter vectors stored densely: lca, gradient, delta, val_lca, val_gradient."""
+    available = {
+        "lca": lambda: result.lca,
+        "gradient": lambda: result.train.grad,
+        "delta": lambda: result.delta,
+    }
+    if result.val is not None:
+        available["val_lca"] = lambda: result.val.grad.double() * result.delta
+        available["val_gradient"] = lambda: result.val.grad
+    return {name: available[name]() for name in names}
 
 
 def scalars(layout: ParameterLayout, record: StepRecord, class_names: list[str] | None) -> dict[str, float]:

@@ -13,7 +13,8 @@ Layout (T = steps recorded, L = parameter tensors, C = classes, N = neurons, K =
     steps/class_layer_lca (T, C, L), class_loss_start|end (T, C)          with per-class LCA
     val/loss_start, loss_end, lca_sum, layer_lca, class_*                  with the val set
     totals/lca, helped, hurt, zero (K,), histogram (2, bins), steps ()     as of the last flush
-    dense/step (n,), dense/lca (n, K) float32                              every k-th step, opt-in
+    dense/step (n,), dense/<field> (n, K) float32 for each of lca, gradient, delta, val_lca,
+        val_gradient chosen                                                every k-th step, opt-in
     checks/flushes (F, 3 + datasets)     rows and CRC-32 checksums at each flush (``integrity``)
 
 The file is written in HDF5's single-writer/multiple-reader mode: :class:`LCARun` reads it during
@@ -41,6 +42,7 @@ from lightning_app.errors import UserInputError, describe
 STEP_ROWS_PER_CHUNK = 64
 DENSE_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
 DENSE_VALUES_PER_CHUNK = 1 << 18
+DENSE_FIELDS = ("lca", "gradient", "delta")
 
 
 def _set_columns(prefix: str, layout: ParameterLayout, classes: int | None) -> dict[str, tuple[tuple, str]]:
@@ -115,7 +117,7 @@ class LCAStore:
         self.checks = checks
         self.columns = [name for group in ("steps", "val") for name in _dataset_names(file, group)]
         self.buffer: list[StepRecord] = []
-        self.dense_buffer: list[tuple[int, np.ndarray]] = []
+        self.dense_buffer: list[tuple[int, dict[str, np.ndarray]]] = []
         self.written = file["steps/step"].shape[0]
 
     @property
@@ -131,7 +133,7 @@ class LCAStore:
         metadata: dict,
         class_names: list[str] | None,
         eval_indices: dict[str, np.ndarray],
-        dense: bool,
+        dense: tuple[str, ...],
     ) -> "LCAStore":
         """A new store at ``path``; a file already there (another run's) is refused, never replaced."""
         if path.exists():
@@ -159,10 +161,11 @@ class LCAStore:
         if dense:
             file.create_dataset("dense/step", shape=(0,), maxshape=(None,), dtype="i8", chunks=(64,))
             k = layout.num_parameters
-            file.create_dataset(
-                "dense/lca", shape=(0, k), maxshape=(None, k), dtype="f4",
-                chunks=(1, min(k, DENSE_VALUES_PER_CHUNK)), **DENSE_COMPRESSION,
-            )  # fmt: skip
+            for name in dense:
+                file.create_dataset(
+                    f"dense/{name}", shape=(0, k), maxshape=(None, k), dtype="f4",
+                    chunks=(1, min(k, DENSE_VALUES_PER_CHUNK)), **DENSE_COMPRESSION,
+                )  # fmt: skip
         checks = RunningChecksums.create(file, [*columns, *_dataset_names(file, "dense")])
         file.swmr_mode = True
         return cls(path, file, checks)
@@ -191,8 +194,9 @@ class LCAStore:
     def append(self, record: StepRecord) -> None:
         self.buffer.append(record)
 
-    def append_dense(self, step: int, lca: torch.Tensor) -> None:
-        self.dense_buffer.append((step, lca.float().cpu().numpy()))
+    def append_dense(self, step: int, vectors: dict[str, torch.Tensor]) -> None:
+        """A step's per-parameter vectors, one per dense dataset of the store (name -> (K,))."""
+        self.dense_buffer.append((step, {name: v.float().cpu().numpy() for name, v in vectors.items()}))
 
     def flush(self, totals: RunningTotals) -> None:
         """Write the buffered rows and the totals, then make them visible to readers."""
@@ -214,7 +218,8 @@ class LCAStore:
             self.buffer = []
         if self.dense_buffer:
             self._append("dense/step", np.array([step for step, _ in self.dense_buffer]))
-            self._append("dense/lca", np.stack([values for _, values in self.dense_buffer]))
+            for name in self.dense_buffer[0][1]:
+                self._append(f"dense/{name}", np.stack([vectors[name] for _, vectors in self.dense_buffer]))
             self.dense_buffer = []
         values = {}
         for name in TOTALS:
@@ -323,11 +328,15 @@ class LCARun:
     def num_parameters(self) -> int:
         return int(self.sizes.sum())
 
-    def dense(self) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, LCA values (steps, parameters)) of the dense records."""
+    def dense(self, field: str = "lca") -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values (steps, parameters)) of one dense dataset: ``lca``, ``gradient``, ``delta``,
+        ``val_lca`` or ``val_gradient``, as the run stored them."""
         with _open_verified(self.path, dense=True) as file:
+            if f"dense/{field}" not in file:
+                stored = sorted(name for name in file["dense"] if name != "step") if "dense" in file else []
+                raise UserInputError(f"{self.path} holds no dense {field!r}; it holds {stored or 'none'}")
             steps = file["dense/step"][()]
-            return steps, file["dense/lca"][: len(steps)]
+            return steps, file[f"dense/{field}"][: len(steps)]
 
 
 def _open_verified(path: Path, dense: bool = False, attempts: int = 3) -> h5py.File:
