@@ -3,6 +3,8 @@
     python -m lightning_app.report lca RUN_DIR [--compare OTHER_RUN_DIR] [--json] [--sync-layers N]
         [--peak-window 1] [--peak-threshold T] [--null-draws 1000] [--out FOLDER]
     python -m lightning_app.report lca-sweep SWEEP_DIR [--json] [--out FOLDER]
+    python -m lightning_app.report lca-replay RUN_DIR [--integrator adaptive] [--eval-split val]
+        [--eval-size N] [--out OUT_DIR]
 
 ``lca`` reads ``RUN_DIR/lca.h5`` (or the store file given directly), writes PNG figures to
 ``RUN_DIR/lca_report/`` (or ``--out``) and prints a summary; with ``--json``, one JSON object. A store
@@ -10,7 +12,9 @@ that is cut short or fails its checksums is refused, naming what is damaged. ``l
 run with an LCA store under SWEEP_DIR (``python -m lightning_app.sweep`` puts a sweep's runs there) and
 prints and writes the table of the sweep (learning rate, batch size, iterations, mean % of parameters
 helped per iteration, and among those that moved, conservation error, final loss) as ``lca_sweep.csv``
-and the grid of loss plots as ``lca_sweep_grid.png``.
+and the grid of loss plots as ``lca_sweep_grid.png``. ``lca-replay`` recomputes a run's LCA from the
+weight history its ``WeightHistory`` callback stored, with the run's settings or another integrator or
+evaluation set, into ``OUT_DIR/lca.h5`` (default ``RUN_DIR/lca_replay/``), without training again.
 """
 
 import argparse
@@ -80,6 +84,17 @@ def lca_sweep(args: argparse.Namespace) -> None:
     print(f"table: {numbers['table']}\nfigure: {numbers['figure']}")
 
 
+def lca_replay(args: argparse.Namespace) -> None:
+    from callbacks.lca.replay import replay
+
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "lca_replay"
+    store = replay(
+        run_dir, out, integrator=args.integrator, eval_split=args.eval_split, eval_size=args.eval_size
+    )
+    print(f"replayed LCA: {store}; the figures and numbers: python -m lightning_app.report lca {store}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lightning_app.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -114,6 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     sweep.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     sweep.add_argument("--out", help="write lca_sweep.csv and lca_sweep_grid.png here instead")
     sweep.set_defaults(run=lca_sweep)
+    replay = commands.add_parser(
+        "lca-replay", help="recompute a run's LCA from its weight history (the WeightHistory callback)"
+    )
+    replay.add_argument("run_dir", help="the run folder, holding weights.h5 and config.yaml")
+    replay.add_argument("--integrator", choices=["first_order", "rk4", "adaptive"], help="default: the run's")
+    replay.add_argument("--eval-split", choices=["train", "val", "test"], help="default: the run's (train)")
+    replay.add_argument("--eval-size", type=int, help="examples of the split (default: the run's)")
+    replay.add_argument("--out", help="folder of the new store (default RUN_DIR/lca_replay)")
+    replay.set_defaults(run=lca_replay)
     run_subcommand(parser, argv)
 
 

@@ -60,6 +60,8 @@ class LossChangeAllocation(pl.Callback):
         tolerance: absolute tolerance of 'adaptive', in units of the loss (1e-3 as the reference).
         max_splits: most sub-intervals 'adaptive' uses.
         eval_size: examples of the train split in the LCA loss; None takes the whole split.
+        eval_split: the split whose loss is allocated (default 'train', as the reference; the records
+            and scalars still call it train).
         eval_seed: seed of the ``eval_size`` draw (the indices are stored).
         with_val: also allocate the loss on the val split (the reference's "helped_test").
         val_size: examples of the val split; None takes the whole split.
@@ -93,6 +95,7 @@ class LossChangeAllocation(pl.Callback):
         tolerance: float = 1e-3,
         max_splits: int = 32,
         eval_size: int | None = None,
+        eval_split: str = "train",
         eval_seed: int = 0,
         with_val: bool = False,
         val_size: int | None = None,
@@ -133,6 +136,7 @@ class LossChangeAllocation(pl.Callback):
         self.tolerance = tolerance
         self.max_splits = max_splits
         self.eval_size = eval_size
+        self.eval_split = eval_split
         self.eval_seed = eval_seed
         self.with_val = with_val
         self.val_size = val_size
@@ -186,7 +190,9 @@ class LossChangeAllocation(pl.Callback):
         ElementwiseLoss(pl_module.criterion)
         data = trainer.datamodule
         self.class_names = list(data.class_names) if self.per_class else None
-        self.eval_sets = {"train": data.evaluation_subset("train", size=self.eval_size, seed=self.eval_seed)}
+        self.eval_sets = {
+            "train": data.evaluation_subset(self.eval_split, size=self.eval_size, seed=self.eval_seed)
+        }
         if self.with_val:
             self.eval_sets["val"] = data.evaluation_subset("val", size=self.val_size, seed=self.eval_seed)
         self.eval_indices = {name: np.asarray(s.source_indices) for name, s in self.eval_sets.items()}
@@ -288,6 +294,9 @@ class LossChangeAllocation(pl.Callback):
             "chunk_size": self.chunk_size,
             "eval_sizes": self.eval_sizes,
             "eval_seed": self.eval_seed,
+            "eval_split": self.eval_split,
+            "eval_size": self.eval_size,
+            "val_size": self.val_size,
             "dense_every": self.dense_every,
             "dense_fields": list(self.dense_datasets()) if self.dense_every else [],
             "parameters": self.layout.num_parameters,

@@ -363,6 +363,6 @@ def _strings(dataset: h5py.Dataset) -> list[str]:
 
 
 def _decoded(value):
-    if isinstance(value, str) and value.startswith(("[", "{")):
+    if isinstance(value, str) and (value.startswith(("[", "{")) or value == "null"):
         return json.loads(value)
     return value.item() if isinstance(value, np.generic) else value

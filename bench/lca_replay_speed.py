@@ -1,0 +1,54 @@
+"""LCA replay against online LCA: the same steps' LCA work, online during training and offline from the
+weight history.
+
+Trains configs/mnist_fc_sample.yaml (the LCA paper's FC network on the offline MNIST sample) for
+``--steps`` steps with LossChangeAllocation (rk4, the 4,000 training digits) and WeightHistory, summing
+the LCA callback's own time per step (its clock, the first step left out), then replays the run with
+the same settings (python -m lightning_app.report lca-replay) and times the whole replay, set-up
+included. Prints both per step and their ratio.
+
+    python bench/lca_replay_speed.py [--steps 200]
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from callbacks.lca import LossChangeAllocation  # noqa: E402
+from callbacks.lca.replay import replay  # noqa: E402
+from callbacks.lca.weight_history import WeightHistory  # noqa: E402
+from lightning_app.cli import cli_main  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp())
+    cli = cli_main([
+        "--config", str(ROOT / "configs" / "mnist_fc_sample.yaml"), f"--trainer.default_root_dir={root}",
+        f"--trainer.max_steps={args.steps}", "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+    ], run=False)  # fmt: skip
+    lca = LossChangeAllocation(chunk_size=4000, report=False)
+    cli.trainer.callbacks += [lca, WeightHistory()]
+    cli.trainer.fit(cli.model, cli.datamodule)
+    online = sum(lca.clock.lca_seconds[1:]) / (args.steps - 1)
+    start = time.perf_counter()
+    replay(Path(cli.trainer.log_dir), root / "replayed")
+    offline = (time.perf_counter() - start) / args.steps
+    print(f"{args.steps} steps of the FC network, rk4 on 4,000 digits:")
+    print(f"  online LCA work per step:           {1000 * online:7.1f} ms")
+    ratio = offline / online
+    print(
+        f"  replay per step, set-up included:   {1000 * offline:7.1f} ms   (replay / online = {ratio:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
