@@ -111,6 +111,30 @@ def test_dense_gradients_and_deltas_recompute_the_lca_and_the_estimate_counts_th
         LossChangeAllocation(dense_fields=["hessian"])
 
 
+def test_trajectories_are_the_cumulative_lca_of_random_and_leading_parameters_per_layer():
+    cli = lca_fit(
+        "--trainer.max_steps=6", "--trainer.limit_val_batches=0",
+        "--trainer.callbacks.init_args.dense_every=1", "--trainer.callbacks.init_args.eval_size=200",
+    )  # fmt: skip
+    run = run_of(cli)
+    _, dense = run.dense()
+    cumulative = np.cumsum(dense.astype(np.float64), axis=0)  # (steps, parameters)
+    assert run.trajectory_layers == ["net.fc1", "net.fc2", "net.fc3"]
+    assert run.trajectory_widths.tolist() == [50, 50, 50]
+    index = run.random_index
+    bounds = [0, 78_500, 78_500 + 5_050, 84_060]  # each layer's parameters, weight and bias
+    assert all(bounds[n] <= i < bounds[n + 1] for n in range(3) for i in index[50 * n : 50 * (n + 1)])
+    np.testing.assert_allclose(run.steps["trajectory_random"], cumulative[:, index], rtol=1e-5, atol=1e-9)
+    leaders = run.steps["leader_index"]
+    np.testing.assert_allclose(
+        run.steps["trajectory_leaders"], np.take_along_axis(cumulative, leaders, axis=1), rtol=1e-5, atol=1e-9
+    )
+    for n in range(3):  # the leaders of the last step are the layer's 50 largest |cumulative LCA|
+        layer = np.abs(cumulative[-1, bounds[n] : bounds[n + 1]])
+        expected = set((np.argsort(-layer)[:50] + bounds[n]).tolist())
+        assert set(leaders[-1, 50 * n : 50 * (n + 1)].tolist()) == expected
+
+
 def test_streamed_records_equal_a_dense_recomputation():
     cli = lca_fit(
         "--trainer.max_steps=8",
@@ -273,6 +297,7 @@ def test_report_command_writes_the_figures_and_prints_the_numbers(lca_runs, caps
         "all_values_histogram",
         "neurons",
         "peaks",
+        "trajectories",
     }
     assert {Path(f).stem for f in numbers["figures"]} == names
     for name in names:

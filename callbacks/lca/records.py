@@ -12,6 +12,7 @@ import torch
 
 from callbacks.lca.integrators import PathIntegral
 from callbacks.lca.layout import ParameterLayout
+from callbacks.lca.trajectories import TrajectorySelection
 
 # Histogram of all LCA values: |value| in octave bins [2^k, 2^(k+1)) for k from EXPONENT_MIN to
 # EXPONENT_MAX - 1 (about 1e-15 to 1e2), one row for negative (helped) and one for positive (hurt) values;
@@ -58,6 +59,9 @@ class StepRecord:
     train: SetRecord
     layer_counts: torch.Tensor  # (tensors, 3): parameters that helped, hurt, did neither
     neuron_lca: torch.Tensor  # (neurons,)
+    trajectory_random: torch.Tensor  # (tracked,) cumulative LCA of the fixed random parameters
+    trajectory_leaders: torch.Tensor  # (tracked,) cumulative LCA of the current leaders
+    leader_index: torch.Tensor  # (tracked,) their flat parameter indices
     val: SetRecord | None = None
 
     @property
@@ -127,6 +131,8 @@ class RecordBuilder:
     def __init__(self, layout: ParameterLayout, device: torch.device) -> None:
         self.layout = layout
         self.totals = RunningTotals.zeros(layout.num_parameters, device)
+        self.trajectories = TrajectorySelection.of(layout, device)
+        self.random_index = self.trajectories.random.to(device)
 
     def per_tensor(self, values: torch.Tensor) -> torch.Tensor:
         """Sums over each parameter tensor of the last dimension, in float64."""
@@ -170,6 +176,7 @@ class RecordBuilder:
         counts = torch.stack([self.count_per_tensor(helped), self.count_per_tensor(hurt)], dim=1)
         sizes = torch.tensor(self.layout.sizes, device=counts.device)
         layer_counts = torch.cat([counts, (sizes - counts.sum(1)).unsqueeze(1)], dim=1)
+        leaders = self.trajectories.leaders(self.totals.lca)
         return StepRecord(
             step=step,
             global_step=global_step,
@@ -179,6 +186,9 @@ class RecordBuilder:
             train=train_record,
             layer_counts=layer_counts.cpu(),
             neuron_lca=self.per_neuron(lca).float().cpu(),
+            trajectory_random=self.totals.lca[self.random_index].float().cpu(),
+            trajectory_leaders=self.totals.lca[leaders].float().cpu(),
+            leader_index=leaders.int().cpu(),
             val=self._set_record(val, delta, val.grad.double() * delta) if val is not None else None,
         )
 

@@ -269,6 +269,37 @@ def peaks_figure(
     return figure, counts
 
 
+def trajectories_figure(run: LCARun) -> plt.Figure:
+    """Per layer, the cumulative LCA of its tracked random parameters (grey) and of the parameters with
+    the largest |cumulative LCA| at the end (green: helped overall, red: hurt), each drawn from the step
+    it joined the leaders (streamed records: no earlier values exist)."""
+    steps = run.steps
+    random, leaders, index = steps["trajectory_random"], steps["trajectory_leaders"], steps["leader_index"]
+    iterations = np.arange(1, len(index) + 1)
+    bounds = np.cumsum([0, *run.trajectory_widths])
+    figure, axes = plt.subplots(
+        1, len(run.trajectory_layers), figsize=(4 * len(run.trajectory_layers), 3.6), squeeze=False
+    )
+    for axis, layer, start, stop in zip(axes[0], run.trajectory_layers, bounds, bounds[1:], strict=False):
+        axis.plot(iterations, random[:, start:stop], color=GREY, linewidth=0.5)
+        final = np.sort(index[-1, start:stop])
+        block = index[:, start:stop]
+        position = np.clip(np.searchsorted(final, block), 0, len(final) - 1)
+        joined = final[position] == block
+        traces = np.full((len(block), len(final)), np.nan)
+        traces[np.nonzero(joined)[0], position[joined]] = leaders[:, start:stop][joined]
+        for trace in traces.T:
+            axis.plot(iterations, trace, color=GREEN if trace[-1] < 0 else RED, linewidth=0.8)
+        axis.set(title=layer, xlabel="iterations", ylabel="cumulative LCA")
+    figure.suptitle(
+        f"parameter trajectories: {run.trajectory_widths[0]} random parameters per layer (grey) and the "
+        "leaders by |cumulative LCA| at the end (green helped, red hurt), from when they joined them",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
 def _save(figures: dict[str, plt.Figure], folder: Path, experiment, step: int) -> None:
     for name, figure in figures.items():
         figure.savefig(folder / f"{name}.png", dpi=120)
@@ -304,6 +335,8 @@ def write_report(
         "neurons": neuron_heatmap(run),
         "peaks": peaks,
     }
+    if run.trajectory_layers:  # stores written before trajectories were recorded have none
+        figures["trajectories"] = trajectories_figure(run)
     folder = run.path.parent / "lca_report" if out is None else Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,14 @@ Layout (T = steps recorded, L = parameter tensors, C = classes, N = neurons, K =
     attrs                      integrator, tolerance, bn_mode, eval set, config, versions, ...
     parameters/names|modules   per tensor; parameters/shapes, offsets, is_weight
     neurons/modules            the module of each output unit
+    trajectories/random_index, layers, widths   the tracked random parameters, per layer
     eval/train_indices         source indices of the evaluation set (and eval/val_indices)
     classes/names
     steps/step, global_step, epoch, valid, splits          (T,) step: the update's index from 0
     steps/loss_start, loss_end, lca_sum                    (T,) float64, on the LCA evaluation set
     steps/layer_lca (T, L) float64, layer_counts (T, L, 3) helped/hurt/zero, neuron_lca (T, N)
     steps/class_layer_lca (T, C, L), class_loss_start|end (T, C)          with per-class LCA
+    steps/trajectory_random, trajectory_leaders (T, M) float32 cumulative LCA, leader_index (T, M)
     val/loss_start, loss_end, lca_sum, layer_lca, class_*                  with the val set
     totals/lca, helped, hurt, zero (K,), histogram (2, bins), steps ()     as of the last flush
     dense/step (n,), dense/<field> (n, K) float32 for each of lca, gradient, delta, val_lca,
@@ -34,6 +36,7 @@ import torch
 from callbacks.lca.integrity import TOTALS, DamagedStore, RunningChecksums, check_length, verify
 from callbacks.lca.layout import ParameterLayout
 from callbacks.lca.records import HISTOGRAM_BINS, RunningTotals, SetRecord, StepRecord
+from callbacks.lca.trajectories import TrajectorySelection
 from lightning_app.errors import UserInputError, describe
 
 # Per-step rows are stored uncompressed: a flush rewrites the last, partly filled chunk, and in SWMR mode
@@ -63,6 +66,7 @@ def step_columns(
     layout: ParameterLayout, classes: int | None, with_val: bool
 ) -> dict[str, tuple[tuple, str]]:
     """Name -> (shape of one step's row, dtype) of every per-step dataset."""
+    tracked = TrajectorySelection.of(layout).size
     columns = {
         "steps/step": ((), "i8"),
         "steps/global_step": ((), "i8"),
@@ -72,6 +76,9 @@ def step_columns(
         **_set_columns("steps", layout, classes),
         "steps/layer_counts": ((layout.num_tensors, 3), "i4"),
         "steps/neuron_lca": ((layout.num_neurons,), "f4"),
+        "steps/trajectory_random": ((tracked,), "f4"),
+        "steps/trajectory_leaders": ((tracked,), "f4"),
+        "steps/leader_index": ((tracked,), "i4"),
     }
     if with_val:
         columns.update(_set_columns("val", layout, classes))
@@ -102,6 +109,9 @@ def row_values(record: StepRecord) -> dict[str, object]:
         **_set_values("steps", record.train),
         "steps/layer_counts": record.layer_counts.numpy(),
         "steps/neuron_lca": record.neuron_lca.numpy(),
+        "steps/trajectory_random": record.trajectory_random.numpy(),
+        "steps/trajectory_leaders": record.trajectory_leaders.numpy(),
+        "steps/leader_index": record.leader_index.numpy(),
     }
     if record.val is not None:
         values.update(_set_values("val", record.val))
@@ -260,6 +270,12 @@ def _write_metadata(file, layout, metadata, class_names, eval_indices) -> None:
     file.create_dataset("parameters/is_weight", data=np.array(layout.is_weight, dtype="u1"))
     file["parameters"].attrs["shapes"] = json.dumps(layout.shapes)
     file.create_dataset("neurons/modules", data=np.array(layout.neuron_modules, dtype=object), dtype=strings)
+    trajectories = TrajectorySelection.of(layout)
+    file.create_dataset("trajectories/random_index", data=trajectories.random.numpy().astype("i4"))
+    file.create_dataset(
+        "trajectories/layers", data=np.array(trajectories.layers, dtype=object), dtype=strings
+    )
+    file.create_dataset("trajectories/widths", data=np.array(trajectories.widths, dtype="i8"))
     for name, indices in eval_indices.items():
         file.create_dataset(f"eval/{name}_indices", data=np.asarray(indices, dtype="i8"))
     if class_names is not None:
@@ -314,6 +330,9 @@ class LCARun:
             self.is_weight = file["parameters/is_weight"][()].astype(bool)
             self.shapes = [tuple(shape) for shape in json.loads(file["parameters"].attrs["shapes"])]
             self.neuron_modules = _strings(file["neurons/modules"])
+            self.trajectory_layers = _strings(file["trajectories/layers"]) if "trajectories" in file else []
+            self.trajectory_widths = file["trajectories/widths"][()] if "trajectories" in file else []
+            self.random_index = file["trajectories/random_index"][()] if "trajectories" in file else None
             self.class_names = _strings(file["classes/names"]) if "classes" in file else None
             self.eval_indices = {
                 name.removesuffix("_indices"): file[f"eval/{name}"][()] for name in file["eval"]
