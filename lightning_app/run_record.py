@@ -23,7 +23,8 @@ PACKAGES = (
 
 class SaveConfigAndVersions(SaveConfigCallback):
     """Writes ``config.yaml`` (Lightning's resolved config) and ``versions.yaml`` (Python, packages,
-    git commit of the working directory) into the run's log dir, on rank 0. A run that fails before its
+    git commit of the working directory) into the run's log dir, on rank 0; a run without a logger has
+    no run folder and writes neither. A run that fails before its
     first optimizer step leaves no run folder behind. TensorBoard's HParams tab gets the settings that
     tell runs apart (:func:`curated_hparams`) against the validation metric, logged every validation."""
 
@@ -32,6 +33,12 @@ class SaveConfigAndVersions(SaveConfigCallback):
         self.hparams_logged = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.logger is None:  # no run folder: writing into the working directory would mix runs
+            rank_zero_info(
+                "No logger (trainer.logger: false): this run has no run folder, so config.yaml and "
+                "versions.yaml are not written; keep the default logger to record the run"
+            )
+            return
         super().setup(trainer, pl_module, stage)
         log_dir = trainer.log_dir  # a collective call under DDP: every rank makes it
         if trainer.is_global_zero:

@@ -171,6 +171,14 @@ def test_runs_go_under_the_default_root_dir_when_one_is_given(tmp_path):
     assert not Path("runs").exists()
 
 
+def test_a_run_without_a_logger_writes_nothing_into_the_working_directory(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        cli = short_fit("--trainer.logger=false", "--trainer.enable_checkpointing=false")
+    assert cli.trainer.global_step == 5
+    assert sorted(p.name for p in Path.cwd().iterdir()) == []  # no config.yaml, no versions.yaml
+    assert "this run has no run folder, so config.yaml and versions.yaml are not written" in caplog.text
+
+
 def test_print_config_prints_the_resolved_config_with_overrides(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli_main(["fit", "--config", PLAIN, "--trainer.max_epochs=3", "--print_config"])
