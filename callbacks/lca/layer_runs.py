@@ -31,24 +31,19 @@ class LayerRuns:
     """The per-layer TensorBoard runs of one training run (``log_dir``: its event folder)."""
 
     def __init__(self, layout: ParameterLayout, log_dir: str) -> None:
-        owners = [layer_name(module) for module in layout.modules]
-        self.layers = list(dict.fromkeys(owners))
-        self.tensor_layer = torch.tensor([self.layers.index(owner) for owner in owners])
-        self.slices: dict[str, list[slice]] = {layer: [] for layer in self.layers}
-        for owner, offset, size in zip(owners, layout.offsets, layout.sizes, strict=True):
-            self.slices[owner].append(slice(offset, offset + size))
+        self.layout = layout
+        self.layers = [layer_name(module) for module in layout.layers]
+        self.indices = layout.layer_indices()
         folder = Path(log_dir) / FOLDER
         self.writers = {layer: FileWriter(str(folder / layer)) for layer in self.layers}
-
-    def per_layer(self, per_tensor: torch.Tensor) -> list[float]:
-        """Per-tensor values (tensors,) summed per layer."""
-        summed = torch.zeros(len(self.layers), dtype=torch.float64)
-        return summed.index_add_(0, self.tensor_layer, per_tensor.double().cpu()).tolist()
 
     def log(self, step: int, step_lca: torch.Tensor, cumulative: torch.Tensor) -> None:
         """A step's LCA and the running sum, both per tensor, as each layer's two scalars."""
         for layer, value, total in zip(
-            self.layers, self.per_layer(step_lca), self.per_layer(cumulative), strict=True
+            self.layers,
+            self.layout.per_layer(step_lca).tolist(),
+            self.layout.per_layer(cumulative).tolist(),
+            strict=True,
         ):
             values = [
                 Summary.Value(tag=STEP_TAG, simple_value=value),
@@ -59,9 +54,9 @@ class LayerRuns:
     def log_histograms(self, step: int, lca: torch.Tensor) -> None:
         """The LCA of every parameter at a step (flat, in layout order), one histogram per layer."""
         values = lca.float().cpu()
-        for layer, slices in self.slices.items():
-            layer_values = torch.cat([values[s] for s in slices]).numpy()
-            self.writers[layer].add_summary(histogram(HISTOGRAM_TAG, layer_values, bins=HISTOGRAM_BINS), step)
+        for layer, indices in zip(self.layers, self.indices, strict=True):
+            summary = histogram(HISTOGRAM_TAG, values[indices].numpy(), bins=HISTOGRAM_BINS)
+            self.writers[layer].add_summary(summary, step)
 
     def close(self) -> None:
         for writer in self.writers.values():

@@ -78,6 +78,28 @@ class ParameterLayout:
         """Tensors with more than one dimension (kernels), as opposed to biases and norm scales."""
         return tuple(len(shape) > 1 for shape in self.shapes)
 
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The modules owning tensors, in order of first appearance: the layers of per-layer figures."""
+        return tuple(dict.fromkeys(self.modules))
+
+    def layer_indices(self) -> tuple[torch.Tensor, ...]:
+        """Per layer, the flat indices of all its parameters."""
+        return tuple(
+            torch.cat([
+                torch.arange(offset, offset + size)
+                for offset, size, module in zip(self.offsets, self.sizes, self.modules, strict=True)
+                if module == layer
+            ])
+            for layer in self.layers
+        )  # fmt: skip
+
+    def per_layer(self, per_tensor: torch.Tensor) -> torch.Tensor:
+        """Per-tensor values (tensors,) summed per layer, float64 on the host."""
+        owner = torch.tensor([self.layers.index(module) for module in self.modules])
+        summed = torch.zeros(len(self.layers), dtype=torch.float64)
+        return summed.index_add_(0, owner, per_tensor.double().cpu())
+
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of ``flat`` (the last dimension) shaped as the named parameters."""
         return {

@@ -215,8 +215,9 @@ def layer_scalars(
     """Each layer's LCA at a step and summed over the run so far, as tags of one run (for a logger that
     has no runs of its own per layer)."""
     metrics: dict[str, float] = {}
-    for module, value, total in zip(layout.modules, step_lca.tolist(), cumulative.tolist(), strict=True):
-        layer = layer_name(module)
-        metrics[f"lca_layer/{layer}"] = metrics.get(f"lca_layer/{layer}", 0.0) + value
-        metrics[f"lca_cumulative/{layer}"] = metrics.get(f"lca_cumulative/{layer}", 0.0) + total
+    for module, value, total in zip(
+        layout.layers, layout.per_layer(step_lca).tolist(), layout.per_layer(cumulative).tolist(), strict=True
+    ):
+        metrics[f"lca_layer/{layer_name(module)}"] = value
+        metrics[f"lca_cumulative/{layer_name(module)}"] = total
     return metrics

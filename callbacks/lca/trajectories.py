@@ -30,20 +30,12 @@ class TrajectorySelection:
     @classmethod
     def of(cls, layout: ParameterLayout, device: torch.device | None = None) -> "TrajectorySelection":
         """The selection of ``layout``'s parameters; ``members`` on ``device`` (the totals' device)."""
-        layers = tuple(dict.fromkeys(layout.modules))
-        members = tuple(
-            torch.cat([
-                torch.arange(offset, offset + size)
-                for offset, size, module in zip(layout.offsets, layout.sizes, layout.modules, strict=True)
-                if module == layer
-            ])
-            for layer in layers
-        )  # fmt: skip
+        members = layout.layer_indices()
         generator = torch.Generator().manual_seed(SEED)
         widths = tuple(min(TRACKED, len(m)) for m in members)
         random = torch.cat([m[torch.randperm(len(m), generator=generator)[:w]].sort().values
                             for m, w in zip(members, widths, strict=True)])  # fmt: skip
-        return cls(layers, tuple(m.to(device) for m in members), random, widths)
+        return cls(layout.layers, tuple(m.to(device) for m in members), random, widths)
 
     @property
     def size(self) -> int:
