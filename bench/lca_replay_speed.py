@@ -19,10 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from callbacks.lca import LossChangeAllocation  # noqa: E402
+from bench.fc_lca_run import fc_lca_run  # noqa: E402
 from callbacks.lca.replay import replay  # noqa: E402
 from callbacks.lca.weight_history import WeightHistory  # noqa: E402
-from lightning_app.cli import cli_main  # noqa: E402
 
 
 def main() -> None:
@@ -30,15 +29,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp())
-    cli = cli_main([
-        "--config", str(ROOT / "configs" / "mnist_fc_sample.yaml"), f"--trainer.default_root_dir={root}",
-        f"--trainer.max_steps={args.steps}", "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false",
-    ], run=False)  # fmt: skip
-    lca = LossChangeAllocation(chunk_size=4000, report=False)
-    cli.trainer.callbacks += [lca, WeightHistory()]
-    cli.trainer.fit(cli.model, cli.datamodule)
-    online = sum(lca.clock.lca_seconds[1:]) / (args.steps - 1)
+    cli, online = fc_lca_run(args.steps, root, WeightHistory())
     start = time.perf_counter()
     replay(Path(cli.trainer.log_dir), root / "replayed")
     offline = (time.perf_counter() - start) / args.steps

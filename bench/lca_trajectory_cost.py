@@ -20,26 +20,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from callbacks.lca import LossChangeAllocation  # noqa: E402
+from bench.fc_lca_run import fc_lca_run  # noqa: E402
 from callbacks.lca.layout import ParameterLayout  # noqa: E402
 from callbacks.lca.trajectories import TrajectorySelection  # noqa: E402
-from lightning_app.cli import cli_main  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
-    cli = cli_main([
-        "--config", str(ROOT / "configs" / "mnist_fc_sample.yaml"),
-        f"--trainer.default_root_dir={tempfile.mkdtemp()}",
-        f"--trainer.max_steps={args.steps}", "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false",
-    ], run=False)  # fmt: skip
-    lca = LossChangeAllocation(chunk_size=4000, report=False)
-    cli.trainer.callbacks.append(lca)
-    cli.trainer.fit(cli.model, cli.datamodule)
-    step = sum(lca.clock.lca_seconds[1:]) / (args.steps - 1)
+    cli, step = fc_lca_run(args.steps, Path(tempfile.mkdtemp()))
     selection = TrajectorySelection.of(ParameterLayout.of(cli.model))
     totals = torch.randn(sum(len(m) for m in selection.members), dtype=torch.float64)
     start = time.perf_counter()
