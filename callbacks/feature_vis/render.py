@@ -14,12 +14,17 @@ from callbacks.feature_vis.parameterisations import BandStatistics, ImageParamet
 from callbacks.feature_vis.transforms import STANDARD, Transform, apply
 
 
+def diagonal(objectives: Sequence[Objective], outputs: dict, inputs: torch.Tensor) -> torch.Tensor:
+    """Image ``i``'s score under objective ``i``, (N,), from one forward pass's ``outputs``."""
+    return torch.stack([objective(outputs, inputs)[i] for i, objective in enumerate(objectives)])
+
+
 def scores(model: nn.Module, objectives: Sequence[Objective], inputs: torch.Tensor) -> torch.Tensor:
     """Image ``i``'s score under objective ``i`` (the objectives' diagonal), (N,)."""
     layers = [layer for objective in objectives for layer in objective.layers]
     with captured_outputs(model, layers) as outputs:
         forward(model, inputs, outputs)
-        return torch.stack([objective(outputs, inputs)[i] for i, objective in enumerate(objectives)])
+        return diagonal(objectives, outputs, inputs)
 
 
 @dataclass
@@ -91,7 +96,7 @@ def render(
             optimizer.zero_grad()
             inputs = model_input(apply(settings.transforms, image(), generator))
             forward(model, inputs, outputs)
-            total = torch.stack([o(outputs, inputs)[i] for i, o in enumerate(objectives)]).sum()
+            total = diagonal(objectives, outputs, inputs).sum()
             if batch_objective is not None:
                 total = total + batch_objective(outputs, inputs)[0]
             (-total).backward()
