@@ -11,8 +11,7 @@ from typing_extensions import override
 
 from callbacks.activations import feature_map_figure, layer_outputs
 from callbacks.attribution.callback import DEFAULT_METHODS
-from callbacks.attribution.figures import method_figure
-from callbacks.attribution.methods import AttributionMethod
+from callbacks.attribution.methods import build_method
 from callbacks.attribution.targets import Scores, resolve_targets
 from callbacks.contracts import check_contracts
 from callbacks.inspection import class_name, display_images, inspected_copy
@@ -56,7 +55,7 @@ class ExplanationWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.folder: Path | None = None  # set in setup, when the run folder is known
         self.methods = [
-            AttributionMethod(name, params)
+            build_method(name, params)
             for name, params in (DEFAULT_METHODS if methods is None else methods).items()
         ]
         self.layers = layers
@@ -101,9 +100,7 @@ class ExplanationWriter(BasePredictionWriter):
             for method in self.methods:
                 result = method.attribute(scores, inputs, targets.classes, targets.forward_args)
                 for i, folder in enumerate(folders):
-                    figure = method_figure(
-                        method.name, display[i : i + 1], result.rows(i, i + 1), captions[i : i + 1]
-                    )
+                    figure = method.figure(display[i : i + 1], result.rows(i, i + 1), captions[i : i + 1])
                     figure.savefig(folder / f"attribution_{method.name}.png")
             layers = conv_layer_names(model) if self.layers is None else self.layers
             for layer, maps in layer_outputs(model, layers, inputs).items():

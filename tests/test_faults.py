@@ -360,7 +360,7 @@ PLAIN = ["fit", "--config", str(ROOT / "configs" / "mnist_fc_sample.yaml"), "--t
         (
             ["--trainer.callbacks+=callbacks.attribution.AttributionCallback",
              "--trainer.callbacks.methods={Salincy: {}}"],
-            "error: attribution method 'Salincy' is not one of Captum's image attribution methods: Sal",
+            "error: attribution method 'Salincy' is not one of the registered image attribution methods: Lay",
         ),
     ],
 )  # fmt: skip

@@ -7,8 +7,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
-from callbacks.attribution.figures import method_figure
-from callbacks.attribution.methods import AttributionMethod
+from callbacks.attribution.methods import build_method
 from callbacks.attribution.sanity import (
     infidelity_score,
     randomisation_correlation,
@@ -79,7 +78,7 @@ class AttributionCallback(InspectionCallback):
     ) -> None:
         super().__init__(split, per_class, size, seed, every_n_epochs)
         configured = DEFAULT_METHODS if methods is None else methods
-        self.methods = [AttributionMethod(name, params) for name, params in configured.items()]
+        self.methods = [build_method(name, params) for name, params in configured.items()]
         self.target = target
         self.sanity_checks = sanity_checks
         self.randomisation_threshold = randomisation_threshold
@@ -107,7 +106,7 @@ class AttributionCallback(InspectionCallback):
         randomised = randomised_copy(scores, self.seed) if final and self.sanity_checks else None
         for method in self.methods:
             result = method.attribute(scores, probe.inputs, targets.classes, targets.forward_args)
-            figure = method_figure(method.name, probe.display, result, captions)
+            figure = method.figure(probe.display, result, captions)
             writer.add_figure(f"{self.tag}/{method.name}", figure, step)
             if randomised is not None:
                 self._sanity(method, scores, randomised, probe.inputs, targets, result.values)

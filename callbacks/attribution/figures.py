@@ -8,7 +8,6 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from skimage.segmentation import mark_boundaries
 
-from callbacks.attribution.methods import Attributions
 from callbacks.mosaic import Caption, ColourBar, Panel, mosaic_figure
 
 HIDDEN_GREY = 0.5
@@ -68,16 +67,6 @@ def lime_panels(pixels: np.ndarray, segments: np.ndarray, weights: np.ndarray) -
         mark_boundaries(signed, np.isin(segments, by_magnitude).astype(int)),
         only(strong),
     ]
-
-
-def method_figure(
-    method: str, display: torch.Tensor, result: Attributions, captions: list[Caption]
-) -> Figure:
-    """The figure of one method's result: Lime's five panels when it has superpixels, else input |
-    heat map | overlay."""
-    if result.superpixels is not None:
-        return lime_figure(display, result.superpixels, result.weights, captions)
-    return attribution_figure(method, display, result.values, captions)
 
 
 def attribution_figure(
