@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.autograd import gradcheck
 
+from callbacks.attribution.filter_relevance import ranked_filters
 from callbacks.feature_vis import (
     BandStatistics,
     Channel,
@@ -29,6 +30,7 @@ from callbacks.feature_vis.callback import BANDS_FILE, band_statistics
 from callbacks.feature_vis.objectives import ImagePenalty, check_objectives, penalised
 from callbacks.feature_vis.render import scores
 from callbacks.feature_vis.transforms import STANDARD, Blur
+from callbacks.inspection import inspected_copy
 from callbacks.lca import LossChangeAllocation
 from callbacks.lca.store import LCARun
 from lightning_app import visualize
@@ -240,11 +242,30 @@ def test_lca_chooses_the_channels_whose_parameters_helped_most_in_the_last_epoch
     modules = np.asarray(run.neuron_modules)
     for layer in ("net.conv2", "net.fc2"):
         summed = run.steps["neuron_lca"][last_epoch][:, modules == layer].astype(np.float64).sum(axis=0)
-        chosen = callback.lca_chosen[layer]
+        chosen = callback.chosen[layer]
         assert [channel for channel, _ in chosen] == np.argsort(summed)[:3].tolist()
         np.testing.assert_allclose([value for _, value in chosen], np.sort(summed)[:3], rtol=1e-6)
         assert chosen[0][1] < 0  # the channel that helped most lowered the loss
         assert callback.renderings[layer].images.shape[0] == 3
+
+
+def test_relevance_chooses_the_channels_with_the_most_deep_taylor_relevance(tmp_path):
+    cli = lenet_cli(tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=20")
+    callback = FeatureVisualization(
+        layers=["net.conv2"], channels={"relevance_top": 3}, steps=8, examples=0, every_n_epochs=1
+    )
+    cli.trainer.callbacks.append(callback)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    with inspected_copy(cli.model, callback.probe.inputs, seed=0) as model:
+        expected = ranked_filters(model, callback.probe.inputs, ["net.conv2"], 3)["net.conv2"]
+    chosen = callback.chosen["net.conv2"]
+    assert [c for c, _ in chosen] == [c for c, _ in expected]
+    np.testing.assert_allclose([s for _, s in chosen], [s for _, s in expected], rtol=1e-5)
+    assert 0 < chosen[2][1] <= chosen[1][1] <= chosen[0][1] < 1
+    assert callback.renderings["net.conv2"].images.shape[0] == 3
+    assert callback.caption("net.conv2", "net.conv2:5", 0, 1.0).endswith(
+        f"relevance {100 * chosen[0][1]:.1f} %"
+    )
 
 
 def test_lca_choice_needs_the_lca_callback_and_layers_with_parameters(tmp_path):
@@ -257,7 +278,7 @@ def test_lca_choice_needs_the_lca_callback_and_layers_with_parameters(tmp_path):
     cli.trainer.callbacks.extend([LossChangeAllocation(eval_size=100, report=False), relu])
     with pytest.raises(UserInputError, match="layer 'net.relu2' owns no parameters"):
         cli.trainer.fit(cli.model, cli.datamodule)
-    with pytest.raises(UserInputError, match="must be one of lca_top_helped, lca_top_hurt"):
+    with pytest.raises(UserInputError, match="must be one of lca_top_helped, lca_top_hurt or relevance_top"):
         FeatureVisualization(layers=["net.conv2"], channels={"lca_top": 2})
 
 

@@ -2,10 +2,13 @@ import pytest
 import torch
 from torch import nn
 
+from callbacks.attribution import AttributionCallback
 from callbacks.attribution.batch_norm_folding import BatchNormFolding
+from callbacks.attribution.filter_relevance import class_filter_scores, ranked_filters, top_filters
 from callbacks.attribution.lrp_rules import RuleSettings, lrp_composite
 from callbacks.attribution.methods import build_method
 from callbacks.attribution.targets import Scores
+from callbacks.inspection import ProbeSet
 from lightning_app.errors import UserInputError
 from models.nets.allcnn import AllCNN
 from models.nets.resnet_cifar import ResNetCIFAR
@@ -168,3 +171,50 @@ def test_bad_lrp_settings_get_clear_errors():
         match=r"LRP rules: ReLU: zplus applies to convolution and linear layers, not to 1 \(ReLU\)",
     ):
         lrp_composite(model, inputs, RuleSettings(rules={"ReLU": "zplus"}))
+
+
+def test_filters_are_ranked_by_their_total_relevance_per_explained_class():
+    relevance = torch.zeros(3, 4, 2, 2)
+    relevance[0, 2] = 1.0  # class 0: filter 2 carries 4, filter 1 carries 2
+    relevance[0, 1, 0] = 1.0
+    relevance[1, 3] = 0.5  # class 1: filter 3 only
+    relevance[2, 1] = 0.25  # class 0 again: filter 1 gains 1
+    per_class = class_filter_scores(relevance, torch.tensor([0, 1, 0]))
+    assert per_class[0].tolist() == [0.0, 3.0, 4.0, 0.0] and per_class[1].tolist() == [0.0, 0.0, 0.0, 2.0]
+    assert top_filters(per_class[0], 2) == [(2, 4 / 7), (1, 3 / 7)]
+
+
+def test_the_ranking_for_feature_visualisation_is_the_deep_taylor_relevance_of_the_predicted_classes():
+    model = relu_net_without_biases()
+    inputs = torch.rand(5, 1, 8, 8, dtype=torch.double)
+    ranking = ranked_filters(model, inputs, ["2"], count=3)["2"]
+    predicted = model(inputs).argmax(dim=1)
+    method = build_method("LRP", {"composite": "deep_taylor", "layers": ["2"]})
+    relevance = method.attribute(Scores(model, False), inputs, predicted).layer_relevance["2"]
+    totals = relevance.sum(dim=(0, 2, 3))
+    expected = torch.argsort(totals, descending=True)[:3]
+    assert [f for f, _ in ranking] == expected.tolist()
+    assert ranking[0][1] == pytest.approx(float(totals.max() / totals.sum()))
+
+
+class RecordingWriter:
+    def __init__(self):
+        self.figures = {}
+
+    def add_figure(self, tag, figure, step):
+        self.figures[tag] = figure
+
+
+def test_the_attribution_callback_logs_layer_maps_and_filter_rankings_for_lrp_layers():
+    model = relu_net_without_biases().float()
+    inputs = torch.rand(3, 1, 8, 8)
+    probe = ProbeSet(inputs, torch.tensor([0, 1, 2]), inputs, [7, 8, 9], "val", ["a", "b", "c"])
+    callback = AttributionCallback(methods={"LRP": {"layers": ["2", "6"]}}, sanity_checks=False)
+    writer = RecordingWriter()
+    callback.inspect(model, probe, writer, step=4, final=False)
+    assert set(writer.figures) == {"attribution/LRP", "attribution/LRP/2", "attribution/LRP/2/filters",
+                                   "attribution/LRP/6/filters"}  # fmt: skip
+    predicted = {probe.class_name(c) for c in model(inputs).argmax(dim=1).tolist()}
+    titles = [ax.get_title() for ax in writer.figures["attribution/LRP/2/filters"].axes if ax.get_visible()]
+    assert {title.split(":")[0] for title in titles} == predicted
+    assert all(title.endswith("%") and "top 8" in title for title in titles)

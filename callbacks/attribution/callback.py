@@ -7,7 +7,10 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
+from callbacks.attribution.figures import attribution_figure
+from callbacks.attribution.filter_relevance import class_filter_scores, filter_ranking_figure
 from callbacks.attribution.methods import build_method
+from callbacks.attribution.methods.cam import upsampled
 from callbacks.attribution.sanity import (
     infidelity_score,
     randomisation_correlation,
@@ -108,11 +111,27 @@ class AttributionCallback(InspectionCallback):
             result = method.attribute(scores, probe.inputs, targets.classes, targets.forward_args)
             figure = method.figure(probe.display, result, captions)
             writer.add_figure(f"{self.tag}/{method.name}", figure, step)
+            for layer, relevance in (result.layer_relevance or {}).items():
+                self._layer_relevance(
+                    writer, step, f"{method.name}/{layer}", relevance, probe, targets, captions
+                )
             if randomised is not None:
                 self._sanity(method, scores, randomised, probe.inputs, targets, result.values)
         if randomised is not None:
             writer.add_text("sanity/checks", sanity_table(self.sanity, self.randomisation_threshold), step)
             writer.add_figure("sanity/checks", sanity_figure(self.sanity, self.randomisation_threshold), step)
+
+    def _layer_relevance(self, writer, step, name, relevance, probe, targets, captions) -> None:
+        """The relevance at a layer's output summed over its filters (for convolutions), and its
+        filters ranked by relevance per explained class."""
+        if relevance.ndim == 4:
+            maps = upsampled(relevance.sum(dim=1, keepdim=True), probe.inputs)
+            writer.add_figure(
+                f"{self.tag}/{name}", attribution_figure(name, probe.display, maps, captions), step
+            )
+        per_class = class_filter_scores(relevance, targets.classes)
+        named = {probe.class_name(cls): scores for cls, scores in per_class.items()}
+        writer.add_figure(f"{self.tag}/{name}/filters", filter_ranking_figure(name, named), step)
 
     @staticmethod
     def _captions(probe: ProbeSet, targets: Targets, predicted: torch.Tensor) -> list[Caption]:

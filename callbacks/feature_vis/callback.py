@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
+from callbacks.attribution.filter_relevance import ranked_filters
 from callbacks.contracts import VisualisableDataModule, check_contract
 from callbacks.feature_vis.examples import top_examples
 from callbacks.feature_vis.figure import feature_vis_figure
@@ -23,6 +24,7 @@ from lightning_app.errors import UserInputError, check_positive
 
 BANDS_FILE = "feature_vis_bands.json"
 LCA_CHOICES = ("lca_top_helped", "lca_top_hurt")
+RELEVANCE_CHOICE = "relevance_top"
 
 
 def ranked(neuron_lca: np.ndarray, choice: str, count: int) -> list[tuple[int, float]]:
@@ -61,7 +63,10 @@ class FeatureVisualization(InspectionCallback):
             Change Allocation: ``{lca_top_helped: 8}`` (``lca_top_hurt``) picks per layer the output
             channels whose parameters helped (hurt) the loss most over the last epoch, from the
             per-neuron records of the same run's ``LossChangeAllocation`` callback (the layers must own
-            parameters: net.conv2, not net.relu2); the captions give each channel's LCA.
+            parameters: net.conv2, not net.relu2); the captions give each channel's LCA. Or by
+            relevance: ``{relevance_top: 8}`` picks per layer the channels with the most Deep Taylor
+            relevance (LRP, z+ with z^B at the input) for the predicted classes of the probe images,
+            summed over them; the captions give each channel's share of the layer's relevance.
         objective: 'channel' (mean activation), 'neuron' (the centre position) or 'layer' (DeepDream's
             energy of the whole layer, one image).
         steps, lr, fourier, seed: the render (Adam; Fourier or pixel parameters).
@@ -102,14 +107,14 @@ class FeatureVisualization(InspectionCallback):
         self.layers = layers
         if isinstance(channels, dict):
             choice, count = next(iter(channels.items()))
-            if len(channels) != 1 or choice not in LCA_CHOICES or count < 1:
+            if len(channels) != 1 or choice not in (*LCA_CHOICES, RELEVANCE_CHOICE) or count < 1:
                 raise UserInputError(
                     f"FeatureVisualization: channels {channels} must be one of {', '.join(LCA_CHOICES)} "
-                    "with a positive count, e.g. {lca_top_helped: 8}"
+                    f"or {RELEVANCE_CHOICE} with a positive count, e.g. {{lca_top_helped: 8}}"
                 )
         self.channels = channels
         self.lca: LossChangeAllocation | None = None
-        self.lca_chosen: dict[str, list[tuple[int, float]]] = {}
+        self.chosen: dict[str, list[tuple[int, float]]] = {}
         self.lca_epoch: int | None = None
         self.objective = objective
         named_objective(objective, layers[0], 0)  # an unknown name fails here, before any training
@@ -129,7 +134,7 @@ class FeatureVisualization(InspectionCallback):
         check_contract(type(self).__name__, "data module", trainer.datamodule, VisualisableDataModule)
         for layer in self.layers:
             find_layer(pl_module, layer)
-        if isinstance(self.channels, dict):
+        if self.choice in LCA_CHOICES:
             self.lca = self._lca_callback(trainer, pl_module)
         self.statistics = band_statistics(trainer.datamodule, self.statistics_size, self.seed)
         if trainer.is_global_zero and trainer.log_dir is not None:
@@ -157,33 +162,46 @@ class FeatureVisualization(InspectionCallback):
         """Inspect; with channels chosen by LCA, first read the last epoch's per-neuron LCA (outside
         ``fit`` the channels chosen last, if any)."""
         if self.lca is not None and trainer.is_global_zero and trainer.state.fn == "fit":
-            choice, count = next(iter(self.channels.items()))
             self.lca_epoch, per_layer = self.lca.last_epoch_neuron_lca()
-            self.lca_chosen = {layer: ranked(per_layer[layer], choice, count) for layer in self.layers}
+            count = self.channels[self.choice]
+            self.chosen = {layer: ranked(per_layer[layer], self.choice, count) for layer in self.layers}
         super().run(trainer, pl_module, final)
+
+    @property
+    def choice(self) -> str | None:
+        """How the channels are chosen: one of LCA_CHOICES, RELEVANCE_CHOICE, or None (given)."""
+        return next(iter(self.channels)) if isinstance(self.channels, dict) else None
 
     def channel_indices(self, layer: str) -> list[int]:
         if isinstance(self.channels, int):
             return list(range(self.channels))
         if isinstance(self.channels, dict):
-            if layer not in self.lca_chosen:
+            if layer not in self.chosen:
                 raise UserInputError(
                     f"FeatureVisualization: channels {self.channels} are chosen during fit; "
                     "this run has no LCA records to choose from"
                 )
-            return [channel for channel, _ in self.lca_chosen[layer]]
+            return [channel for channel, _ in self.chosen[layer]]
         return list(self.channels)
 
     def caption(self, layer: str, name: str, position: int, value: float) -> str:
         text = f"{name}\n{value:.3g}"
-        if layer in self.lca_chosen:
-            text += f"\nLCA {self.lca_chosen[layer][position][1]:.3g}"
+        if layer in self.chosen:
+            score = self.chosen[layer][position][1]
+            text += (
+                f"\nrelevance {100 * score:.1f} %"
+                if self.choice == RELEVANCE_CHOICE
+                else f"\nLCA {score:.3g}"
+            )
         return text
 
     @override
     def inspect(
         self, model: nn.Module, probe: ProbeSet, writer: SummaryWriter, step: int, final: bool
     ) -> None:
+        if self.choice == RELEVANCE_CHOICE:
+            count = self.channels[RELEVANCE_CHOICE]
+            self.chosen = ranked_filters(model, probe.inputs, self.layers, count)
         model.requires_grad_(False)
         for layer in self.layers:
             if self.objective == "layer":
@@ -215,8 +233,10 @@ class FeatureVisualization(InspectionCallback):
 
     def _title(self, layer: str, step: int) -> str:
         title = f"{layer} at step {step}: rendered | the probe images that activate it most"
-        if layer not in self.lca_chosen:
+        if layer not in self.chosen:
             return title
+        if self.choice == RELEVANCE_CHOICE:
+            return f"{title} (the channels with the most Deep Taylor relevance for the probe's predictions)"
         verb = "helped" if "helped" in next(iter(self.channels)) else "hurt"
         return (
             f"{title} (the channels whose parameters {verb} the loss most in epoch {self.lca_epoch}, by LCA)"
