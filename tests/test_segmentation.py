@@ -1,5 +1,6 @@
 """The segmentation model: networks and their options, losses, metrics, and SpaceNet runs end to end."""
 
+import csv
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -79,6 +80,15 @@ SPACENET6_TRAINER = {
                 "sanity_checks": False,
             },
         },
+        {
+            "class_path": "callbacks.attribution.FaithfulnessCallback",
+            "init_args": {
+                "methods": {"Saliency": {}, "LayerGradCam": {}},
+                "steps": 4,
+                "size": 2,
+                "every_n_epochs": 1,
+            },
+        },
     ],
 }
 
@@ -106,6 +116,13 @@ def test_spacenet6_config_fits_and_predicts_full_tiles_on_their_georeference(tmp
     assert "Validation/tiles" in tags["images"]
     for method in ("Saliency", "IntegratedGradients", "LayerGradCam"):  # explaining building pixels
         assert f"attribution/{method}" in tags["images"]
+    faithfulness = list(csv.DictReader((run_dir / "faithfulness.csv").open()))
+    assert {(row["metric"], row["method"]) for row in faithfulness} == {
+        (metric, method)
+        for metric in ("deletion", "insertion", "relevance_mass", "pointing_game")
+        for method in ("random", "Saliency", "LayerGradCam")
+    }
+    assert all(0 <= float(row["value"]) <= 1 for row in faithfulness)
 
     predict = cli_main(
         ["predict", "--config", config, "--config", str(override), "--ckpt_path", checkpoint, *QUIET]

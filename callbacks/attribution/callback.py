@@ -33,6 +33,15 @@ DEFAULT_METHODS = {
 }
 
 
+def check_methods_and_target(methods, target: str | int, pl_module: pl.LightningModule, class_names) -> None:
+    """The layers the methods name exist in the model and a fixed target class is one of its classes."""
+    for method in methods:
+        if method.layer_name is not None:
+            find_layer(pl_module, method.layer_name)
+    if target not in ("predicted", "true"):
+        class_index(target, list(class_names), pl_module.num_classes)
+
+
 class AttributionCallback(InspectionCallback):
     """Attribution maps of the configured Captum methods on a fixed probe set.
 
@@ -91,11 +100,7 @@ class AttributionCallback(InspectionCallback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check the contracts, layer names and a fixed target class before any training."""
         super().setup(trainer, pl_module, stage)
-        for method in self.methods:
-            if method.layer_name is not None:
-                find_layer(pl_module, method.layer_name)
-        if self.target not in ("predicted", "true"):
-            class_index(self.target, list(trainer.datamodule.class_names), pl_module.num_classes)
+        check_methods_and_target(self.methods, self.target, pl_module, trainer.datamodule.class_names)
 
     @override
     def inspect(

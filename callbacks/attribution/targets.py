@@ -32,15 +32,46 @@ class Scores(nn.Module):
 
 @dataclass
 class Targets:
-    """The class explained per example, its probability, and the regions of segmentation targets."""
+    """The output channel explained per example, its probability, and the regions of segmentation
+    targets; ``complement`` when a one-channel segmentation explains the background (class 0)."""
 
     classes: torch.Tensor
     probabilities: torch.Tensor
     regions: torch.Tensor | None
+    complement: bool = False
 
     @property
     def forward_args(self) -> tuple | None:
         return None if self.regions is None else (self.regions,)
+
+    def class_indices(self, num_channels: int) -> torch.Tensor:
+        """The class explained per example (for one-channel segmentation 1, or 0 for the complement)."""
+        if num_channels > 1:
+            return self.classes
+        return torch.full_like(self.classes, 0 if self.complement else 1)
+
+    def select(self, examples: torch.Tensor) -> "Targets":
+        """The targets of the ``examples`` given by index, repeats allowed."""
+        return Targets(
+            self.classes[examples],
+            self.probabilities[examples],
+            None if self.regions is None else self.regions[examples],
+            self.complement,
+        )
+
+
+def explained_probability(logits: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """The probability of each example's explained class: the softmax of a classifier's logits; for
+    segmentation the class's probability (sigmoid for one channel) averaged over its fixed region."""
+    if targets.regions is None:
+        return logits.softmax(dim=-1).gather(1, targets.classes[:, None])[:, 0]
+    if logits.shape[1] == 1:
+        probabilities = logits.sigmoid()
+        probabilities = 1 - probabilities if targets.complement else probabilities
+    else:
+        probabilities = logits.softmax(dim=1)
+    region_sizes = targets.regions.sum(dim=(1, 2, 3)).clamp(min=1)
+    return (probabilities * targets.regions).sum(dim=(1, 2, 3)) / region_sizes
 
 
 def class_index(target: str | int, class_names: list[str], num_classes: int) -> int:
@@ -94,6 +125,7 @@ def _segmentation_targets(target, logits: torch.Tensor, labels: torch.Tensor, cl
     region = truth if target == "true" else predicted
     regions = torch.zeros_like(logits)
     regions[:, channel] = region.to(logits.dtype)
-    shown = probabilities if not binary or index == 1 else 1 - probabilities
-    mean_probability = (shown * region).sum(dim=(1, 2)) / region.sum(dim=(1, 2)).clamp(min=1)
-    return Targets(torch.full((len(logits),), channel, device=logits.device), mean_probability, regions)
+    channels = torch.full((len(logits),), channel, device=logits.device)
+    targets = Targets(channels, torch.empty(0), regions, complement=binary and index == 0)
+    targets.probabilities = explained_probability(logits, targets)
+    return targets
