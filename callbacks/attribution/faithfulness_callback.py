@@ -46,8 +46,9 @@ class FaithfulnessCallback(InspectionCallback):
 
     Per method and metric it logs the mean over the probe images as the scalar
     ``faithfulness/<metric>/<method>`` in a TensorBoard run of its own (``<run>/faithfulness``), with
-    one chart per metric and a line per method in the CUSTOM SCALARS tab; the mean curves of the
-    last evaluation as the figure ``faithfulness/curves``; and every value in ``faithfulness.csv``
+    one chart per metric and a line per method in the CUSTOM SCALARS tab (and as the figure
+    ``faithfulness/over_training``); the mean curves of the last evaluation as the figure
+    ``faithfulness/curves``; and every value in ``faithfulness.csv``
     in the run folder (step, metric, method, value). A map of random numbers is measured as the
     method ``random``: a method is faithful where it beats it.
 
@@ -196,6 +197,7 @@ class FaithfulnessCallback(InspectionCallback):
             self.writer.add_scalar(f"{self.tag}/{metric}/{name}", value, step)
         if self.curves:
             self.writer.add_figure(f"{self.tag}/curves", curves_figure(self.curves, step), step)
+        self.writer.add_figure(f"{self.tag}/over_training", history_figure(self.history, self.metrics), step)
         self.writer.flush()
         if self.csv_path is not None:
             self._append_csv(latest)
@@ -226,4 +228,21 @@ def curves_figure(curves: dict[str, dict[str, torch.Tensor]], step: int) -> Figu
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=7)
     figure.suptitle(f"faithfulness at step {step}: mean over the probe images")
+    return figure
+
+
+def history_figure(history: list[tuple[int, str, str, float]], metrics: list[str]) -> Figure:
+    """One panel per metric: its value against the training step, a line per method (random dashed)."""
+    figure = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        methods = dict.fromkeys(name for _, m, name, _ in history if m == metric)
+        for name in methods:
+            points = [(step, value) for step, m, n, value in history if m == metric and n == name]
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, "--" if name == RANDOM else "-", marker="o", markersize=3, label=name)
+        ax.set_title(f"{metric} ({BETTER[metric]} is better)", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=7)
+    figure.suptitle("faithfulness over training: mean over the probe images")
     return figure
