@@ -145,13 +145,13 @@ def test_bad_method_names_arguments_layers_and_targets_get_clear_errors():
         class_index("dog", ["0", "1"], 2)
 
 
-@pytest.mark.parametrize("name", ["LayerGradCam", "Saliency"])
+@pytest.mark.parametrize("name", method_names())
 def test_sanity_scores_of_a_three_band_model(name):
     torch.manual_seed(0)
     scores = Scores(inspection_copy(TinyCNN(channels=3), torch.rand(1, 3, 8, 8)), segmentation=False)
     inputs = torch.rand(2, 3, 8, 8, requires_grad=True)
     targets = resolve_targets("predicted", scores(inputs), torch.zeros(2), [])
-    method = build_method(name)
+    method = build_method(name, SMALL.get(name, {}))
     assert method.attribute(scores, inputs, targets.classes).values.is_contiguous()
     assert torch.isfinite(torch.tensor(sensitivity_score(method, scores, inputs, targets)))
 

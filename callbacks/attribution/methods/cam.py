@@ -118,15 +118,17 @@ def layer_activations_and_gradients(
     target score with respect to it."""
     captured = []
     handle = layer.register_forward_hook(lambda module, args, output: captured.append(output))
-    try:
-        output = scores(inputs, *(forward_args or ()))
-    finally:
-        handle.remove()
-    activations = captured[0]
-    if targets is None:
-        return activations.detach(), None
-    chosen = output.gather(1, targets[:, None]).sum()
-    (gradients,) = torch.autograd.grad(chosen, activations)
+    # inputs on the graph, so that the layer's output is even with frozen parameters or under no_grad
+    with torch.enable_grad():
+        try:
+            output = scores(inputs.detach().requires_grad_(), *(forward_args or ()))
+        finally:
+            handle.remove()
+        activations = captured[0]
+        if targets is None:
+            return activations.detach(), None
+        chosen = output.gather(1, targets[:, None]).sum()
+        (gradients,) = torch.autograd.grad(chosen, activations)
     return activations.detach(), gradients
 
 

@@ -49,7 +49,7 @@ class LRP(AttributionMethod):
             for name in self.layers
         ]
         try:
-            with lrp_composite(model, x, self.settings).context(model):
+            with torch.enable_grad(), lrp_composite(model, x, self.settings).context(model):
                 logits = model(x)
                 selection = forward_args[0] if scores.segmentation else one_hot(targets, logits.shape[1])
                 relevances = torch.autograd.grad(
