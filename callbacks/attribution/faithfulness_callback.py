@@ -46,9 +46,9 @@ class FaithfulnessCallback(InspectionCallback):
 
     Per method and metric it logs the mean over the probe images as the scalar
     ``faithfulness/<metric>/<method>`` in a TensorBoard run of its own (``<run>/faithfulness``), with
-    one chart per metric and a line per method in the CUSTOM SCALARS tab (and as the figure
-    ``faithfulness/over_training``); the mean curves of the last evaluation as the figure
-    ``faithfulness/curves``; and every value in ``faithfulness.csv``
+    one chart per metric and a line per method in the CUSTOM SCALARS tab; at the end of ``fit``,
+    ``validate`` and ``test`` the same as the figure ``faithfulness/over_training`` and the mean curves
+    of the last evaluation as the figure ``faithfulness/curves``; and every value in ``faithfulness.csv``
     in the run folder (step, metric, method, value). A map of random numbers is measured as the
     method ``random``: a method is faithful where it beats it.
 
@@ -130,8 +130,13 @@ class FaithfulnessCallback(InspectionCallback):
     def inspect(
         self, model: nn.Module, probe: ProbeSet, writer: SummaryWriter, step: int, final: bool
     ) -> None:
-        if self.history and self.history[-1][0] == step:
-            return  # the end of fit right after an evaluation: the same model
+        if not self.history or self.history[-1][0] != step:  # else the end of fit right after an evaluation
+            self._evaluate(model, probe, step)
+            self._log_scalars(writer, step)
+        if final:
+            self._log_figures(step)
+
+    def _evaluate(self, model: nn.Module, probe: ProbeSet, step: int) -> None:
         with torch.no_grad():
             logits = model(probe.inputs)
         segmentation = logits.ndim == 4
@@ -149,7 +154,6 @@ class FaithfulnessCallback(InspectionCallback):
         for name, values in maps.items():
             for metric, value in self.measure(model, probe.inputs, targets, values, masks, name).items():
                 self.history.append((step, metric, name, value))
-        self._log(writer, step)
 
     def measure(
         self,
@@ -181,7 +185,7 @@ class FaithfulnessCallback(InspectionCallback):
             return insertion_curves(model, inputs, targets, values, baseline, self.steps, self.batch_size)
         return road_curves(model, inputs, targets, values, self.steps, self.batch_size, self.seed)
 
-    def _log(self, writer: SummaryWriter, step: int) -> None:
+    def _log_scalars(self, writer: SummaryWriter, step: int) -> None:
         if self.writer is None:
             self.writer = SummaryWriter(str(Path(writer.log_dir) / self.tag))
             self.writer.add_custom_scalars(
@@ -195,12 +199,16 @@ class FaithfulnessCallback(InspectionCallback):
         latest = [row for row in self.history if row[0] == step]
         for _, metric, name, value in latest:
             self.writer.add_scalar(f"{self.tag}/{metric}/{name}", value, step)
+        self.writer.flush()
+        if self.csv_path is not None:
+            self._append_csv(latest)
+
+    def _log_figures(self, step: int) -> None:
+        """The figures, drawn only at the end (matplotlib takes longer than the metrics)."""
         if self.curves:
             self.writer.add_figure(f"{self.tag}/curves", curves_figure(self.curves, step), step)
         self.writer.add_figure(f"{self.tag}/over_training", history_figure(self.history, self.metrics), step)
         self.writer.flush()
-        if self.csv_path is not None:
-            self._append_csv(latest)
 
     def _append_csv(self, rows: list[tuple[int, str, str, float]]) -> None:
         new = not self.csv_path.exists()
