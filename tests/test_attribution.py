@@ -200,3 +200,23 @@ def test_score_cam_weights_the_channel_whose_mask_raises_the_score():
     weights = channel_scores.softmax(dim=0)
     expected = ((weights[0] - weights[1]) * inputs).relu()
     assert torch.allclose(values, expected, rtol=1e-4)
+
+
+def test_grad_cam_plus_plus_and_score_cam_explain_a_segmentation_region():
+    model = PixelSegmenter(classes=2)  # channel 1 = x, channel 0 = -x: class 1 is predicted everywhere
+    model.conv.weight.data = torch.tensor([-1.0, 1.0]).reshape(2, 1, 1, 1)
+    model.conv.bias.data.zero_()
+    inputs = torch.rand(1, 1, 4, 4) + 0.1
+    targets = resolve_targets("predicted", model(inputs), torch.zeros(1, 4, 4), [])
+    assert targets.regions[0, 1].all() and targets.classes.tolist() == [1]
+    scores = Scores(model, segmentation=True)
+    explain = {"layer": "conv"}
+    plus = build_method("GradCamPlusPlus", explain).attribute(
+        scores, inputs, targets.classes, targets.forward_args
+    )
+    # the gradient of the region's summed logit is 1 on channel 1 and 0 on channel 0 at every position
+    assert torch.allclose(plus.values, 16 / (2 + inputs.sum()) * inputs, rtol=1e-4)
+    score = build_method("ScoreCam", explain).attribute(scores, inputs, targets.classes, targets.forward_args)
+    mask = (inputs - inputs.min()) / (inputs.max() - inputs.min())
+    weights = torch.stack([(inputs * (1 - mask)).sum(), (inputs * mask).sum()]).softmax(dim=0)
+    assert torch.allclose(score.values, ((weights[1] - weights[0]) * inputs).relu(), rtol=1e-4)
