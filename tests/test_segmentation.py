@@ -84,6 +84,7 @@ SPACENET6_TRAINER = {
             "class_path": "callbacks.attribution.FaithfulnessCallback",
             "init_args": {
                 "methods": {"Saliency": {}, "LayerGradCam": {}},
+                "target": "building",
                 "steps": 4,
                 "size": 2,
                 "every_n_epochs": 1,
@@ -411,7 +412,12 @@ def test_segmentation_module_reports_mismatched_outputs(tmp_path):
         (
             "spacenet6_unet_resnet18",
             {"arch": "Unet", "encoder_name": "resnet18", "decoder_norm": "groupnorm", "norm_groups": 8},
-            {"SpaceNetTileEvaluation", "SpaceNetPredictionWriter", "AttributionCallback"},
+            {
+                "SpaceNetTileEvaluation",
+                "SpaceNetPredictionWriter",
+                "AttributionCallback",
+                "FaithfulnessCallback",
+            },
         ),
         ("spacenet6_sar", {"in_channels": 4}, {"SpaceNetTileEvaluation", "SpaceNetPredictionWriter"}),
         ("spacenet3_linknet_lca", {"in_channels": 8, "batch_norm": False}, {"LossChangeAllocation"}),

@@ -56,9 +56,12 @@ class AttributionCallback(InspectionCallback):
     Args:
         methods: method name -> arguments; see :mod:`callbacks.attribution.methods` for the names
             (Saliency, IntegratedGradients, SmoothGrad/NoiseTunnel, GradientShap, DeepLift,
-            GuidedBackprop, Deconvolution, LayerGradCam, GuidedGradCam, Occlusion, FeatureAblation,
-            Lime, LRP, InputXGradient) and the keys each takes. Default: Saliency, IntegratedGradients,
-            SmoothGrad, GuidedBackprop, LayerGradCam, Occlusion.
+            GuidedBackprop, Deconvolution, LayerGradCam, GradCamPlusPlus, ScoreCam, GuidedGradCam,
+            Occlusion, FeatureAblation, Lime, LRP, InputXGradient) and the keys each takes. Default:
+            Saliency, IntegratedGradients, SmoothGrad, GuidedBackprop, LayerGradCam, Occlusion. LRP
+            with ``layers`` also logs per layer ``attribution/LRP/<layer>`` (the relevance at its
+            output, convolutions) and ``attribution/LRP/<layer>/filters`` (its filters ranked by
+            relevance per explained class).
         target: the class explained: 'predicted' (default), 'true', a class index or a class name.
         split: the split the probe images come from.
         per_class: probe images per class (seeded); or ``size`` images drawn at random.
