@@ -7,7 +7,7 @@ from callbacks.attribution.batch_norm_folding import BatchNormFolding
 from callbacks.attribution.filter_relevance import class_filter_scores, ranked_filters, top_filters
 from callbacks.attribution.lrp_rules import RuleSettings, lrp_composite
 from callbacks.attribution.methods import build_method
-from callbacks.attribution.targets import Scores
+from callbacks.attribution.targets import Scores, resolve_targets
 from callbacks.inspection import ProbeSet
 from lightning_app.errors import UserInputError
 from models.nets.allcnn import AllCNN
@@ -218,3 +218,15 @@ def test_the_attribution_callback_logs_layer_maps_and_filter_rankings_for_lrp_la
     titles = [ax.get_title() for ax in writer.figures["attribution/LRP/2/filters"].axes if ax.get_visible()]
     assert {title.split(":")[0] for title in titles} == predicted
     assert all(title.endswith("%") and "top 8" in title for title in titles)
+
+
+def test_filters_of_a_segmentation_network_are_ranked_without_labels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).double()
+    inputs = torch.rand(2, 1, 6, 6, dtype=torch.double)
+    ranking = ranked_filters(model, inputs, ["0"], count=4)["0"]
+    targets = resolve_targets("predicted", model(inputs), torch.empty(0), [])
+    method = build_method("LRP", {"composite": "deep_taylor", "layers": ["0"]})
+    relevance = method.attribute(Scores(model, True), inputs, targets.classes, targets.forward_args)
+    totals = relevance.layer_relevance["0"].sum(dim=(0, 2, 3))
+    assert [f for f, _ in ranking] == torch.argsort(totals, descending=True).tolist()

@@ -121,8 +121,7 @@ def _segmentation_targets(target, logits: torch.Tensor, labels: torch.Tensor, cl
     else:
         probabilities = logits.softmax(dim=1)[:, channel]
         predicted = logits.argmax(dim=1) == channel
-    truth = labels.reshape(predicted.shape) == index
-    region = truth if target == "true" else predicted
+    region = labels.reshape(predicted.shape) == index if target == "true" else predicted
     regions = torch.zeros_like(logits)
     regions[:, channel] = region.to(logits.dtype)
     channels = torch.full((len(logits),), channel, device=logits.device)
