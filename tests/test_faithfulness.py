@@ -156,6 +156,10 @@ def test_the_callback_logs_a_line_per_method_and_metric_each_evaluation(tmp_path
     assert [e.step for e in events.Scalars("faithfulness/deletion/Saliency")] == [10, 20]
     for figure in ("faithfulness/curves", "faithfulness/over_training"):  # drawn once, at the end
         assert [image.step for image in events.Images(figure)] == [20]
+    cli.trainer.validate(cli.model, cli.datamodule)  # after fit's teardown: the same step, figures again
+    events = EventAccumulator(str(run / "faithfulness"), size_guidance={"images": 0}).Reload()
+    assert [image.step for image in events.Images("faithfulness/curves")] == [20, 20]
+    assert len(list(csv.DictReader((run / "faithfulness.csv").open()))) == len(rows)
     last = [r for r in rows if r["step"] == "20" and r["metric"] == "deletion" and r["method"] == "Saliency"]
     assert float(last[-1]["value"]) == pytest.approx(
         events.Scalars("faithfulness/deletion/Saliency")[-1].value

@@ -130,11 +130,12 @@ class FaithfulnessCallback(InspectionCallback):
     def inspect(
         self, model: nn.Module, probe: ProbeSet, writer: SummaryWriter, step: int, final: bool
     ) -> None:
+        own_writer = self._own_writer(writer)
         if not self.history or self.history[-1][0] != step:  # else the end of fit right after an evaluation
             self._evaluate(model, probe, step)
-            self._log_scalars(writer, step)
+            self._log_scalars(own_writer, step)
         if final:
-            self._log_figures(step)
+            self._log_figures(own_writer, step)
 
     def _evaluate(self, model: nn.Module, probe: ProbeSet, step: int) -> None:
         with torch.no_grad():
@@ -185,7 +186,9 @@ class FaithfulnessCallback(InspectionCallback):
             return insertion_curves(model, inputs, targets, values, baseline, self.steps, self.batch_size)
         return road_curves(model, inputs, targets, values, self.steps, self.batch_size, self.seed)
 
-    def _log_scalars(self, writer: SummaryWriter, step: int) -> None:
+    def _own_writer(self, writer: SummaryWriter) -> SummaryWriter:
+        """The writer of this callback's TensorBoard run (``<run>/faithfulness``), with its charts;
+        opened on first use and again after ``teardown`` (a ``validate`` after ``fit``)."""
         if self.writer is None:
             self.writer = SummaryWriter(str(Path(writer.log_dir) / self.tag))
             self.writer.add_custom_scalars(
@@ -196,19 +199,22 @@ class FaithfulnessCallback(InspectionCallback):
                     }
                 }
             )
+        return self.writer
+
+    def _log_scalars(self, writer: SummaryWriter, step: int) -> None:
         latest = [row for row in self.history if row[0] == step]
         for _, metric, name, value in latest:
-            self.writer.add_scalar(f"{self.tag}/{metric}/{name}", value, step)
-        self.writer.flush()
+            writer.add_scalar(f"{self.tag}/{metric}/{name}", value, step)
+        writer.flush()
         if self.csv_path is not None:
             self._append_csv(latest)
 
-    def _log_figures(self, step: int) -> None:
+    def _log_figures(self, writer: SummaryWriter, step: int) -> None:
         """The figures, drawn only at the end (matplotlib takes longer than the metrics)."""
         if self.curves:
-            self.writer.add_figure(f"{self.tag}/curves", curves_figure(self.curves, step), step)
-        self.writer.add_figure(f"{self.tag}/over_training", history_figure(self.history, self.metrics), step)
-        self.writer.flush()
+            writer.add_figure(f"{self.tag}/curves", curves_figure(self.curves, step), step)
+        writer.add_figure(f"{self.tag}/over_training", history_figure(self.history, self.metrics), step)
+        writer.flush()
 
     def _append_csv(self, rows: list[tuple[int, str, str, float]]) -> None:
         new = not self.csv_path.exists()
