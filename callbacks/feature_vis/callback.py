@@ -237,7 +237,7 @@ class FeatureVisualization(InspectionCallback):
             return title
         if self.choice == RELEVANCE_CHOICE:
             return f"{title} (the channels with the most Deep Taylor relevance for the probe's predictions)"
-        verb = "helped" if "helped" in next(iter(self.channels)) else "hurt"
+        verb = "helped" if self.choice == "lca_top_helped" else "hurt"
         return (
             f"{title} (the channels whose parameters {verb} the loss most in epoch {self.lca_epoch}, by LCA)"
         )

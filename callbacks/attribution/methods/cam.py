@@ -118,10 +118,12 @@ def layer_activations_and_gradients(
     target score with respect to it."""
     captured = []
     handle = layer.register_forward_hook(lambda module, args, output: captured.append(output))
-    # inputs on the graph, so that the layer's output is even with frozen parameters or under no_grad
-    with torch.enable_grad():
+    # with targets, inputs on the graph, so that the layer's output is even with frozen parameters or
+    # under no_grad; without, no graph at all
+    wanted = targets is not None
+    with torch.set_grad_enabled(wanted):
         try:
-            output = scores(inputs.detach().requires_grad_(), *(forward_args or ()))
+            output = scores(inputs.detach().requires_grad_(wanted), *(forward_args or ()))
         finally:
             handle.remove()
         activations = captured[0]
