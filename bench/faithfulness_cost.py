@@ -25,12 +25,10 @@ from torch.utils.tensorboard import SummaryWriter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.inspection_overhead import EpochClock  # noqa: E402
+from bench.inspection_overhead import EpochClock, explain_cli  # noqa: E402
 from callbacks.attribution import FaithfulnessCallback  # noqa: E402
 from callbacks.inspection import inspected_copy, load_probe_set  # noqa: E402
-from lightning_app.cli import cli_main  # noqa: E402
 
-CONFIG = str(ROOT / "configs" / "mnist_lenet_explain.yaml")
 METHODS = {
     "Saliency": {},
     "IntegratedGradients": {"n_steps": 16},
@@ -42,12 +40,7 @@ METHODS = {
 def trained(epochs: int, root: str):
     """The trained CLI and its mean epoch time (epochs after the first)."""
     clock = EpochClock()
-    cli = cli_main(
-        ["--config", CONFIG, f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
-         "--trainer.enable_model_summary=false", "--trainer.callbacks=[]",
-         f"--trainer.default_root_dir={root}"],
-        run=False,
-    )  # fmt: skip
+    cli = explain_cli(epochs, f"--trainer.default_root_dir={root}")
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, cli.datamodule)
     starts = [*clock.epoch_starts, clock.marks["last_epoch_end"]]

@@ -62,12 +62,17 @@ class EpochClock(pl.Callback):
         self.marks["last_epoch_end"] = time.perf_counter()
 
 
+def explain_cli(epochs: int, *extra: str):
+    """The config's network, data and trainer for ``epochs`` epochs, quiet and without its callbacks."""
+    args = ["--config", CONFIG, f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", "--trainer.callbacks=[]", *extra]  # fmt: skip
+    return cli_main(args, run=False)
+
+
 def timed_fit(epochs: int, callbacks: list[pl.Callback]) -> tuple[list[float], float, float]:
     """Epoch durations (start to next start), time before the first epoch, time after the last."""
     clock = EpochClock()
-    args = ["--config", CONFIG, f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.callbacks=[]"]  # fmt: skip
-    cli = cli_main(args, run=False)
+    cli = explain_cli(epochs)
     cli.trainer.callbacks.extend([clock, *callbacks])
     cli.trainer.fit(cli.model, cli.datamodule)
     end = time.perf_counter()
