@@ -33,6 +33,7 @@ from datamodules.spacenet.building_score import (
     score_image,
 )
 from datamodules.spacenet.geo_output import proposal_rows, scored_polygons, write_proposal_csv
+from datamodules.spacenet.wkt_csv import drop_unknown_images
 from lightning_app.errors import UserInputError, describe, run_subcommand
 
 RESULT_COLUMNS = ("Level", "Name", "TruePos", "FalsePos", "FalseNeg", "Precision", "Recall", "F1Score")
@@ -62,17 +63,10 @@ def score(truth_csv: Path, proposal_csv: Path, miniou: float, min_area: float, s
     truth = read_polygon_csv(truth_csv, TRUTH_COLUMNS, strict)
     proposals = read_polygon_csv(proposal_csv, PROPOSAL_COLUMNS, strict)
     skipped = truth.skipped + proposals.skipped
-    for image_id in sorted(proposals.polygons.keys() - truth.polygons.keys()):
-        problem = (
-            f"{proposal_csv} row {proposals.first_row[image_id]}: image id {image_id!r} is not in the truth"
-        )
-        if strict:
-            raise UserInputError(problem)
-        skipped.append(problem)
-        del proposals.polygons[image_id]
+    skipped += drop_unknown_images(proposals, set(truth.items), proposal_csv, strict)
     images = {
-        image_id: score_image(polygons, proposals.polygons.get(image_id, []), miniou, min_area)
-        for image_id, polygons in sorted(truth.polygons.items())
+        image_id: score_image(polygons, proposals.items.get(image_id, []), miniou, min_area)
+        for image_id, polygons in sorted(truth.items.items())
     }
     return images, skipped
 

@@ -14,15 +14,13 @@
    0 when P * R = 0. Per AOI and overall, TP, FP and FN are summed first.
 """
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import shapely
-from shapely import wkt
 
-from lightning_app.errors import UserInputError, describe
+from datamodules.spacenet.wkt_csv import CsvRows, read_wkt_csv
 
 TRUTH_COLUMNS = ("ImageId", "BuildingId", "PolygonWKT_Pix")
 PROPOSAL_COLUMNS = ("ImageId", "BuildingId", "PolygonWKT_Pix", "Confidence")
@@ -97,47 +95,15 @@ def score_image(
     return Counts(true_pos, len(ordered) - true_pos, sum(polygon.area > 0 for polygon in pool))
 
 
-@dataclass
-class CsvRows:
-    """Polygons of a SpaceNet CSV by image id, the first row number of each image id, and the rows that
-    could not be used."""
-
-    polygons: dict[str, list]
-    first_row: dict[str, int]
-    skipped: list[str]
-
-
 def read_polygon_csv(path: str | Path, columns: tuple[str, ...], strict: bool) -> CsvRows:
-    """Rows of a SpaceNet CSV (truth or proposal) grouped by ``ImageId``; a row whose WKT or confidence
-    cannot be read is an error with ``strict``, otherwise skipped and listed with its row number."""
-    path = Path(path)
-    try:
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            missing = [column for column in columns if column not in (reader.fieldnames or [])]
-            if missing:
-                raise UserInputError(
-                    f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(columns)}"
-                )
-            lines = list(reader)
-    except OSError as error:
-        raise UserInputError(f"cannot read {path}: {error}") from error
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise UserInputError(f"{path} is not a CSV text file ({describe(error)})") from error
-    rows = CsvRows({}, {}, [])
-    for number, line in enumerate(lines, start=2):
-        try:
-            polygon = wkt.loads(line["PolygonWKT_Pix"])
-            item = Proposal(polygon, float(line["Confidence"])) if "Confidence" in columns else polygon
-        except (shapely.errors.GEOSException, ValueError, TypeError) as error:
-            problem = f"{path} row {number}: cannot read {line.get('PolygonWKT_Pix')!r} ({error})"
-            if strict:
-                raise UserInputError(problem) from error
-            rows.skipped.append(problem)
-            continue
-        rows.polygons.setdefault(line["ImageId"], []).append(item)
-        rows.first_row.setdefault(line["ImageId"], number)
-    return rows
+    """Polygons of a SpaceNet building CSV (truth or proposal) grouped by ``ImageId``: proposals (with a
+    ``Confidence`` column) as :class:`Proposal`; unusable rows as in
+    :func:`~datamodules.spacenet.wkt_csv.read_wkt_csv`."""
+
+    def item(polygon: shapely.Geometry, line: dict):
+        return Proposal(polygon, float(line["Confidence"])) if "Confidence" in columns else polygon
+
+    return read_wkt_csv(path, columns, "PolygonWKT_Pix", strict, item)
 
 
 def aoi_of(image_id: str) -> str:
