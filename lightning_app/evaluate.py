@@ -13,10 +13,22 @@ TruePos, FalsePos, FalseNeg, Precision, Recall and F1Score per image, per AOI an
 use (malformed WKT, an image id the truth does not have) are skipped and reported with their row
 numbers; ``--strict`` makes them errors. ``--from-masks`` first turns a folder of predicted GeoTIFF masks
 (probabilities or classes; the file stem is the ImageId) into the proposal CSV.
+
+    python -m lightning_app.evaluate spacenet-roads --truth TRUTH_GEOJSON_DIR --proposal PROPOSAL_DIR_OR_CSV
+        [--images TILES_DIR] [--out RESULTS.csv] [--json] [--strict]
+
+``spacenet-roads`` scores SpaceNet 3 road proposals with APLS (CosmiQ's rules, see
+:mod:`datamodules.spacenet.roads.apls`): the truth is a folder of GeoJSON label files, the proposal a
+folder of GeoJSON files (one per tile, any CRS, as the prediction writer's ``graphs/``) or a submission
+CSV ``ImageId,WKT_Pix`` (``LINESTRING EMPTY`` for a tile without roads; ``--images``, the tiles'
+GeoTIFFs, places its pixels). Files pair by tile id (``AOI_2_Vegas_img12``). It prints and writes APLS,
+truth onto proposal and proposal onto truth per image, and their means per AOI and overall; a tile
+without a proposal scores 0, a tile without truth roads is not scored. Bad rows as for buildings.
 """
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -33,10 +45,12 @@ from datamodules.spacenet.building_score import (
     score_image,
 )
 from datamodules.spacenet.geo_output import proposal_rows, scored_polygons, write_proposal_csv
+from datamodules.spacenet.roads.road_score import AplsSettings, score_roads
 from datamodules.spacenet.wkt_csv import drop_unknown_images
 from lightning_app.errors import UserInputError, describe, run_subcommand
 
 RESULT_COLUMNS = ("Level", "Name", "TruePos", "FalsePos", "FalseNeg", "Precision", "Recall", "F1Score")
+ROAD_RESULT_COLUMNS = ("Level", "Name", "APLS", "APLS_gt_onto_prop", "APLS_prop_onto_gt")
 
 
 def proposals_from_masks(folder: Path, out: Path, threshold: float) -> int:
@@ -98,15 +112,67 @@ def spacenet_buildings(args: argparse.Namespace) -> None:
             print(f"  {row['Name']:<24} TP {row['TruePos']:>7} FP {row['FalsePos']:>7} "
                   f"FN {row['FalseNeg']:>7} P {row['Precision']:.4f} R {row['Recall']:.4f} "
                   f"F1 {row['F1Score']:.4f}")  # fmt: skip
+    _print_skipped(skipped)
+    if args.out:
+        _write_csv(args.out, RESULT_COLUMNS, rows)
+
+
+def _print_skipped(skipped: list[str]) -> None:
     if skipped:
         print(f"skipped {len(skipped)} rows (--strict makes them errors):", file=sys.stderr)
         for problem in skipped[:20]:
             print(f"  {problem}", file=sys.stderr)
+
+
+def _write_csv(path: str, columns: tuple[str, ...], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def road_result_rows(images: dict) -> list[dict]:
+    """Per image, per AOI (the mean of its images) and overall (the mean of all images)."""
+
+    def row(level: str, name: str, scores: list) -> dict:
+        columns = ("APLS", "APLS_gt_onto_prop", "APLS_prop_onto_gt")
+        values = [[s.total for s in scores], [s.truth_onto_proposal for s in scores],
+                  [s.proposal_onto_truth for s in scores]]  # fmt: skip
+        return {
+            "Level": level,
+            "Name": name,
+            **{c: float(np.mean(v)) for c, v in zip(columns, values, strict=True)},
+        }
+
+    aois: dict[str, list] = {}
+    for image_id, score in images.items():
+        aois.setdefault(aoi_of(image_id), []).append(score)
+    rows = [row("image", name, [score]) for name, score in images.items()]
+    rows += [row("aoi", name, scores) for name, scores in sorted(aois.items())]
+    return [*rows, row("overall", "all", list(images.values()))] if images else rows
+
+
+def spacenet_roads(args: argparse.Namespace) -> None:
+    settings = AplsSettings(args.linestring_delta, args.max_snap_dist, args.min_path_length)
+    images = Path(args.images) if args.images else None
+    scores = score_roads(Path(args.truth), Path(args.proposal), images, args.strict, settings)
+    if not scores.images:
+        raise UserInputError(f"--truth {args.truth}: no tile has a truth road, so nothing can be scored")
+    rows = road_result_rows(scores.images)
+    if args.json:
+        print(json.dumps({"results": rows, "without_truth": scores.without_truth, "skipped": scores.skipped}))
+    else:
+        print(f"SpaceNet roads APLS: {len(scores.images)} images ({len(scores.without_truth)} without truth "
+              f"roads, not scored); snap {settings.max_snap_dist:g} m, control points every "
+              f"{settings.linestring_delta:g} m")  # fmt: skip
+        for row in rows:
+            if row["Level"] != "image":
+                print(f"  {row['Name']:<24} APLS {row['APLS']:.4f}  truth onto proposal "
+                      f"{row['APLS_gt_onto_prop']:.4f}  proposal onto truth "
+                      f"{row['APLS_prop_onto_gt']:.4f}")  # fmt: skip
+    _print_skipped(scores.skipped)
     if args.out:
-        with open(args.out, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=RESULT_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        _write_csv(args.out, ROAD_RESULT_COLUMNS, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,6 +193,24 @@ def main(argv: list[str] | None = None) -> None:
     buildings.add_argument("--from-masks", help="folder of predicted GeoTIFF masks to turn into --proposal")
     buildings.add_argument("--threshold", type=float, default=0.5, help="mask value above which is building")
     buildings.set_defaults(run=spacenet_buildings)
+    roads = commands.add_parser("spacenet-roads", help="SpaceNet 3 road APLS of a proposal folder or CSV")
+    roads.add_argument(
+        "--truth", required=True, help="folder of truth GeoJSON files (SpaceNet 3 geojson_roads)"
+    )
+    roads.add_argument("--proposal", required=True,
+                       help="folder of proposal GeoJSON files, or a CSV ImageId,WKT_Pix")  # fmt: skip
+    roads.add_argument(
+        "--images", help="folder of the tiles' GeoTIFFs (needed for a CSV's pixel coordinates)"
+    )
+    roads.add_argument("--out", help="write the per-image, per-AOI and overall results to this CSV")
+    roads.add_argument("--json", action="store_true", help="print the results as JSON")
+    roads.add_argument("--strict", action="store_true", help="unusable rows are errors, not skipped")
+    roads.add_argument("--linestring-delta", type=float, default=50.0, help="control point spacing, metres")
+    roads.add_argument("--max-snap-dist", type=float, default=4.0, help="snapping distance, metres")
+    roads.add_argument(
+        "--min-path-length", type=float, default=10.0, help="shorter paths are not compared (m)"
+    )
+    roads.set_defaults(run=spacenet_roads)
     run_subcommand(parser, argv)
 
 

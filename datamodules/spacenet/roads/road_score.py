@@ -1,0 +1,105 @@
+"""Scoring SpaceNet 3 road proposals with APLS, file by file: truth GeoJSON per tile against proposal
+GeoJSON per tile (any CRS) or a submission CSV (``ImageId,WKT_Pix``, pixel coordinates, ``LINESTRING
+EMPTY`` for a tile without roads, whose pixels the tiles' GeoTIFFs place)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import shapely
+
+from datamodules.spacenet.labels import LINEAR, geojson_crs, read_geojson, read_labels
+from datamodules.spacenet.layouts import LAYOUTS
+from datamodules.spacenet.rasters import read_info
+from datamodules.spacenet.roads.apls import Apls, apls
+from datamodules.spacenet.roads.frame import MetricFrame
+from datamodules.spacenet.roads.tile_graphs import geojson_proposal_graph, proposal_graph, truth_graph
+from datamodules.spacenet.wkt_csv import drop_unknown_images, read_wkt_csv
+from lightning_app.errors import UserInputError
+
+ROAD_COLUMNS = ("ImageId", "WKT_Pix")
+ROADS_LAYOUT = next(layout for layout in LAYOUTS if layout.target == "roads")
+
+
+@dataclass(frozen=True)
+class AplsSettings:
+    """The APLS parameters (see :mod:`datamodules.spacenet.roads.apls`)."""
+
+    linestring_delta: float = 50.0
+    max_snap_dist: float = 4.0
+    min_path_length: float = 10.0
+
+
+@dataclass
+class RoadScores:
+    """APLS per scored image; the images with no truth road (not scored); the unusable rows."""
+
+    images: dict[str, Apls]
+    without_truth: list[str]
+    skipped: list[str]
+
+
+def image_id(path: Path) -> str:
+    """A tile's id from a SpaceNet 3 file name (``AOI_2_Vegas_img12``), or the file's stem."""
+    return ROADS_LAYOUT.tile_id(path) or path.stem
+
+
+def files_by_image(folder: Path, suffix: str, role: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise UserInputError(f"{role} {folder} is not a folder")
+    files = {image_id(path): path for path in sorted(folder.glob(f"*{suffix}"))}
+    if not files:
+        raise UserInputError(f"{role} {folder}: no {suffix} files there")
+    return files
+
+
+def _frame_of_truth(path: Path, image: Path | None) -> MetricFrame:
+    """The tile's frame from its GeoTIFF, or else from the truth file's CRS and the centre of its roads."""
+    if image is not None:
+        return MetricFrame.of_tile(read_info(image))
+    crs = geojson_crs(read_geojson(path), path)
+    lines = read_labels(path, crs, LINEAR).geometries
+    if not lines:  # no road: the tile is not scored
+        return MetricFrame(crs, crs)
+    left, bottom, right, top = shapely.total_bounds(np.asarray(lines, dtype=object))
+    return MetricFrame.around(crs, ((left + right) / 2, (bottom + top) / 2))
+
+
+def score_roads(
+    truth_dir: Path, proposal: Path, images_dir: Path | None, strict: bool, settings: AplsSettings
+) -> RoadScores:
+    """APLS of every truth tile against its proposal (none: an empty proposal, APLS 0)."""
+    truths = files_by_image(truth_dir, ".geojson", "--truth")
+    images = files_by_image(images_dir, ".tif", "--images") if images_dir is not None else {}
+    skipped: list[str] = []
+    if proposal.is_dir():
+        proposal_files = files_by_image(proposal, ".geojson", "--proposal")
+        rows = None
+    else:
+        if images_dir is None:
+            raise UserInputError(
+                f"--proposal {proposal} holds pixel coordinates: give --images, the folder of the tiles' "
+                "GeoTIFFs, to place them"
+            )
+        rows = read_wkt_csv(
+            proposal, ROAD_COLUMNS, "WKT_Pix", strict, kinds=("LineString", "MultiLineString")
+        )
+        skipped += rows.skipped + drop_unknown_images(rows, set(truths), proposal, strict)
+    scores, without_truth = {}, []
+    for name, path in truths.items():
+        if images_dir is not None and name not in images:
+            raise UserInputError(f"--images {images_dir}: no GeoTIFF of {name} (the truth {path.name})")
+        frame = _frame_of_truth(path, images.get(name))
+        if rows is not None:
+            proposed = proposal_graph(rows.items.get(name, []), frame)
+        elif name in proposal_files:
+            proposed = geojson_proposal_graph(proposal_files[name], frame)
+        else:
+            proposed = nx.MultiGraph()
+        score = apls(truth_graph(path, frame), proposed, **vars(settings))
+        if score is None:
+            without_truth.append(name)
+        else:
+            scores[name] = score
+    return RoadScores(scores, without_truth, skipped)
