@@ -45,7 +45,8 @@ from datamodules.spacenet.building_score import (
     score_image,
 )
 from datamodules.spacenet.geo_output import proposal_rows, scored_polygons, write_proposal_csv
-from datamodules.spacenet.roads.road_score import AplsSettings, score_roads
+from datamodules.spacenet.roads import AplsSettings
+from datamodules.spacenet.roads.road_score import score_roads
 from datamodules.spacenet.wkt_csv import drop_unknown_images
 from lightning_app.errors import UserInputError, describe, run_subcommand
 

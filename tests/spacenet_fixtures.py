@@ -92,16 +92,25 @@ def make_spacenet6(
     return aoi
 
 
-def make_spacenet3(root: Path, tiles: int = 4, size: int = 64) -> Path:
+def noise_bands(size: int, seed: int) -> np.ndarray:
+    """8-band uint16 pixels with 11-bit values in 1..2047 (0 is no data)."""
+    return np.random.default_rng(seed).integers(1, 2048, (8, size, size), dtype=np.uint16)
+
+
+def make_spacenet3(
+    root: Path, tiles: int = 4, size: int = 64, pixels=noise_bands, overhang: float = 5.0
+) -> Path:
     """``root/AOI_5_Khartoum`` in SpaceNet 3's layout: 8-band uint16 PS-MS tiles (11-bit values) side by
-    side, each crossed by one horizontal road along row ``size // 2``."""
+    side, each crossed by one horizontal road along row ``size // 2`` that runs ``overhang`` metres past
+    both sides."""
     aoi = root / "AOI_5_Khartoum"
     for tile in range(tiles):
         transform = tile_transform(0, tile * size)
-        pixels = np.random.default_rng(tile).integers(1, 2048, (8, size, size), dtype=np.uint16)
-        write_tile(aoi / "PS-MS" / f"SN3_roads_train_AOI_5_Khartoum_PS-MS_img{tile}.tif", pixels, transform)
+        bands = pixels(size, tile)
+        write_tile(aoi / "PS-MS" / f"SN3_roads_train_AOI_5_Khartoum_PS-MS_img{tile}.tif", bands, transform)
         left, top = transform.c, transform.f
-        road = shapely.LineString([(left - 5, top - size / 4), (left + size * PIXEL + 5, top - size / 4)])
+        row_y = top - size / 4
+        road = shapely.LineString([(left - overhang, row_y), (left + size * PIXEL + overhang, row_y)])
         write_geojson(
             aoi / "geojson_roads" / f"SN3_roads_train_AOI_5_Khartoum_geojson_roads_img{tile}.geojson", [road]
         )

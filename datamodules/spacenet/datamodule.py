@@ -19,7 +19,7 @@ from datamodules.resumable import ResumableData, shuffled_loader
 from datamodules.spacenet.augmentation import DEFAULT_AUGMENTATIONS, Augmentation
 from datamodules.spacenet.dataset import SpaceNetDataset, Tile, TileReader
 from datamodules.spacenet.geo_output import apply_affine
-from datamodules.spacenet.labels import read_labels
+from datamodules.spacenet.labels import LINEAR, POLYGONAL, read_labels
 from datamodules.spacenet.layouts import Discovery, TilePair, discover
 from datamodules.spacenet.masks import BACKGROUND, MaskCache, MaskSettings
 from datamodules.spacenet.normalization import Normalization
@@ -188,9 +188,13 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
     # ----- files -----------------------------------------------------------------------------------
     @property
     def class_names(self) -> list[str]:
-        target = self.discovery.layout.target.rstrip("s") if self.discovery else "building"
-        names = ["background", target]
+        names = ["background", self.target.rstrip("s")]
         return [*names, "edge"] if self.mask_settings_args["classes"] == "three_class" else names
+
+    @property
+    def target(self) -> str:
+        """What the labels mark, from the folder layout: 'buildings' or 'roads'."""
+        return self.discovery.layout.target if self.discovery else "buildings"
 
     @property
     def num_classes(self) -> int:
@@ -466,11 +470,11 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         windows = self._full_tile_windows(self.tiles, tiles)
         return SpaceNetDataset(self.reader(), f"spacenet:{self.data_dir}:{split}:tiles", windows=windows)
 
-    def truth_polygons(self, tile: int) -> list[BaseGeometry]:
-        """The label polygons of tile ``tile`` (a position in the tile list) in pixel coordinates, one per
-        feature, as SpaceNet's truth CSV has them."""
+    def truth_geometries(self, tile: int) -> list[BaseGeometry]:
+        """The label polygons (buildings) or lines (roads) of tile ``tile`` (a position in the tile list) in
+        pixel coordinates, one per feature, as SpaceNet's truth CSVs have them."""
         pair, info = self.tiles[tile].pair, self.tiles[tile].info
-        labels = read_labels(pair.label, info.crs)
+        labels = read_labels(pair.label, info.crs, LINEAR if self.target == "roads" else POLYGONAL)
         return [apply_affine(shape, ~info.transform) for shape in labels.geometries]
 
     def evaluation_subset(

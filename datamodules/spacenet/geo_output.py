@@ -73,13 +73,16 @@ def proposal_rows(image_id: str, polygons: list[ScoredPolygon]) -> list[tuple]:
     return [(image_id, number, polygon.wkt, score) for number, (polygon, score) in enumerate(polygons)]
 
 
-def write_proposal_csv(path: str | Path, rows: list[tuple]) -> Path:
-    """The proposal CSV SpaceNet's scorer (and ``python -m lightning_app.evaluate``) reads."""
+def write_proposal_csv(
+    path: str | Path, rows: list[tuple], columns: tuple[str, ...] = PROPOSAL_COLUMNS
+) -> Path:
+    """The proposal CSV SpaceNet's scorer (and ``python -m lightning_app.evaluate``) reads: buildings'
+    ``PROPOSAL_COLUMNS`` or roads' ``ImageId,WKT_Pix``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(PROPOSAL_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
     return path
 
@@ -92,16 +95,12 @@ def apply_affine(geometry: BaseGeometry, transform: Affine) -> BaseGeometry:
     )
 
 
-def write_polygons_geojson(path: str | Path, polygons: list[shapely.Polygon], info: RasterInfo) -> Path:
-    """A FeatureCollection of ``polygons`` (pixel coordinates) in the tile's CRS, each feature with its
-    ``PolygonWKT_Pix`` and ``area_px``."""
+def write_features_geojson(path: str | Path, shapes: list[BaseGeometry], info: RasterInfo,
+                           properties: list[dict]) -> Path:  # fmt: skip
+    """A FeatureCollection of ``shapes`` (pixel coordinates) in the tile's CRS, with ``properties``."""
     features = [
-        {
-            "type": "Feature",
-            "properties": {"id": index, "PolygonWKT_Pix": polygon.wkt, "area_px": polygon.area},
-            "geometry": mapping(apply_affine(polygon, info.transform)),
-        }
-        for index, polygon in enumerate(polygons)
+        {"type": "Feature", "properties": values, "geometry": mapping(apply_affine(shape, info.transform))}
+        for shape, values in zip(shapes, properties, strict=True)
     ]
     collection = {"type": "FeatureCollection", "features": features}
     if info.crs is not None:
@@ -110,3 +109,19 @@ def write_polygons_geojson(path: str | Path, polygons: list[shapely.Polygon], in
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(collection))
     return path
+
+
+def write_polygons_geojson(path: str | Path, polygons: list[shapely.Polygon], info: RasterInfo) -> Path:
+    """A FeatureCollection of ``polygons`` (pixel coordinates) in the tile's CRS, each feature with its
+    ``PolygonWKT_Pix`` and ``area_px``."""
+    properties = [
+        {"id": index, "PolygonWKT_Pix": polygon.wkt, "area_px": polygon.area}
+        for index, polygon in enumerate(polygons)
+    ]
+    return write_features_geojson(path, polygons, info, properties)
+
+
+def road_rows(image_id: str, lines: list[shapely.LineString]) -> list[tuple]:
+    """SpaceNet 3 submission rows (ImageId, WKT_Pix) of an image's road lines; one ``LINESTRING EMPTY``
+    row for an image without any."""
+    return [(image_id, line.wkt) for line in lines] or [(image_id, "LINESTRING EMPTY")]

@@ -47,6 +47,16 @@ class Apls:
         return 0.0 if a <= 0 or b <= 0 else 2 * a * b / (a + b)
 
 
+@dataclass(frozen=True)
+class AplsSettings:
+    """The APLS parameters a user sets (module docstring): control point spacing, snapping distance and
+    shortest path compared, in metres."""
+
+    linestring_delta: float = 50.0
+    max_snap_dist: float = 4.0
+    min_path_length: float = 10.0
+
+
 def _named(graph: nx.MultiGraph, side: str) -> nx.MultiGraph:
     """``graph`` with node ``n`` renamed ``(side, n)``, so the two graphs' names never collide."""
     named = nx.relabel_nodes(graph, {node: (side, node) for node in graph.nodes}, copy=True)

@@ -12,7 +12,7 @@ import shapely
 from datamodules.spacenet.labels import LINEAR, geojson_crs, read_geojson, read_labels
 from datamodules.spacenet.layouts import LAYOUTS
 from datamodules.spacenet.rasters import read_info
-from datamodules.spacenet.roads.apls import Apls, apls
+from datamodules.spacenet.roads.apls import Apls, AplsSettings, apls
 from datamodules.spacenet.roads.frame import MetricFrame
 from datamodules.spacenet.roads.tile_graphs import geojson_proposal_graph, proposal_graph, truth_graph
 from datamodules.spacenet.wkt_csv import drop_unknown_images, read_wkt_csv
@@ -20,15 +20,6 @@ from lightning_app.errors import UserInputError
 
 ROAD_COLUMNS = ("ImageId", "WKT_Pix")
 ROADS_LAYOUT = next(layout for layout in LAYOUTS if layout.target == "roads")
-
-
-@dataclass(frozen=True)
-class AplsSettings:
-    """The APLS parameters (see :mod:`datamodules.spacenet.roads.apls`)."""
-
-    linestring_delta: float = 50.0
-    max_snap_dist: float = 4.0
-    min_path_length: float = 10.0
 
 
 @dataclass

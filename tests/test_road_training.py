@@ -1,0 +1,111 @@
+"""Roads in training and prediction: APLS on whole validation tiles, the prediction writer's road output
+read back by the road evaluator, and the SpaceNet 3 data options (KFold, city channels)."""
+
+import csv
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import rasterio
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from callbacks.spacenet_prediction_writer import SpaceNetPredictionWriter
+from callbacks.spacenet_roads import SpaceNetRoadEvaluation
+from datamodules.spacenet import SpaceNetDataModule
+from lightning_app.errors import UserInputError
+from lightning_app.evaluate import main as evaluate
+from models.segmentation import SegmentationModule
+from tests.spacenet_fixtures import make_spacenet3, make_spacenet6
+
+SIZE = 64
+ROAD_ROWS = slice(28, 36)  # make_spacenet3's road: row 32, buffered 2 m (4 px) each side
+
+
+def bright_road(size: int, seed: int) -> np.ndarray:
+    """11-bit pixels 20 everywhere and 2000 on the road, so a network can 'see' it."""
+    pixels = np.full((8, size, size), 20, dtype=np.uint16)
+    pixels[:, ROAD_ROWS] = 2000
+    return pixels
+
+
+class BrightBand(nn.Module):
+    """A 'perfect' road network for bright_road tiles: logit +scale where band 0 is bright."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x[:, :1] - 0.5)
+
+
+def roads_data(tmp_path: Path, **options) -> SpaceNetDataModule:
+    aoi = make_spacenet3(tmp_path / "sn3", tiles=6, size=SIZE, pixels=bright_road, overhang=0.0)
+    settings = {"cache_dir": tmp_path / "cache", "crop_size": SIZE, "max_value": 2047, "val_fraction": 0.34,
+                "test_fraction": 0.34, **options}  # fmt: skip
+    return SpaceNetDataModule(aoi, **settings)
+
+
+def trainer(tmp_path: Path, callbacks: list, logger=False) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, callbacks=callbacks,
+                      default_root_dir=tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize(("scale", "low", "high"), [(20.0, 0.8, 1.0), (-20.0, 0.0, 0.0)])
+def test_apls_on_whole_validation_tiles(tmp_path, scale, low, high):
+    """The perfect network's graph runs the tile's width less the skeleton's shortened ends (each within
+    the 4 m snap): APLS above 0.8. The inverted one marks everything but the road, whose skeletons lie
+    8 m off: APLS 0."""
+    logger = pl.loggers.TensorBoardLogger(tmp_path, name="run")
+    run = trainer(tmp_path, [SpaceNetRoadEvaluation(panels=1)], logger)
+    results = run.validate(
+        SegmentationModule(BrightBand(scale)), datamodule=roads_data(tmp_path), verbose=False
+    )
+    assert low <= results[0]["val/apls"] <= high
+    assert low <= results[0]["val/apls_truth_onto_proposal"] <= high
+    events = EventAccumulator(str(Path(run.log_dir)))
+    events.Reload()
+    assert "Validation/road_graphs" in events.Tags()["images"]
+
+
+def test_writer_road_output_scores_with_the_evaluator(tmp_path, capsys):
+    data = roads_data(tmp_path)
+    out = tmp_path / "predictions"
+    run = trainer(tmp_path, [SpaceNetPredictionWriter(output_dir=str(out))])
+    run.predict(SegmentationModule(BrightBand(20.0)), datamodule=data, return_predictions=False)
+    test_ids = data.dataset("test").tile_ids
+    assert sorted(p.stem for p in (out / "graphs").glob("*.geojson")) == sorted(test_ids)
+    tile = next(t for t in data.tiles if t.pair.tile_id == test_ids[0])
+    with rasterio.open(out / "masks" / f"{test_ids[0]}.tif") as mask:
+        assert mask.crs == tile.info.crs and mask.transform == tile.info.transform
+        values = mask.read(1)
+        assert set(np.unique(values)) == {0, 1} and values[ROAD_ROWS].mean() > 0.95 and values[:20].max() == 0
+    graph = json.loads((out / "graphs" / f"{test_ids[0]}.geojson").read_text())
+    (feature,) = graph["features"]
+    assert feature["geometry"]["type"] == "LineString" and 25 < feature["properties"]["length_m"] <= 32
+    assert graph["crs"]["properties"]["name"] == "EPSG:32631"
+    with (out / "proposals.csv").open() as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["ImageId", "WKT_Pix"] and {row[0] for row in rows[1:]} == set(test_ids)
+    truth = str(data.data_dir / "geojson_roads")
+    for proposal in (
+        [str(out / "proposals.csv"), "--images", str(data.data_dir / "PS-MS")],
+        [str(out / "graphs")],
+    ):
+        evaluate(["spacenet-roads", "--truth", truth, "--proposal", *proposal, "--json"])
+        results = {row["Name"]: row["APLS"] for row in json.loads(capsys.readouterr().out)["results"]}
+        assert all(0.9 < results[tile_id] < 1 for tile_id in test_ids)  # 1.3 and 1.8 m short at the ends
+
+
+def test_road_evaluation_refuses_building_data(tmp_path):
+    data = SpaceNetDataModule(make_spacenet6(tmp_path / "sn6"), cache_dir=tmp_path / "cache", crop_size=64)
+    with pytest.raises(
+        UserInputError, match="SpaceNetRoadEvaluation scores roads; .*AOI_11_Rotterdam holds buildings"
+    ):
+        trainer(tmp_path, [SpaceNetRoadEvaluation()]).validate(
+            SegmentationModule(BrightBand(1.0)), datamodule=data
+        )
