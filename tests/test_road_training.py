@@ -109,3 +109,43 @@ def test_road_evaluation_refuses_building_data(tmp_path):
         trainer(tmp_path, [SpaceNetRoadEvaluation()]).validate(
             SegmentationModule(BrightBand(1.0)), datamodule=data
         )
+
+
+def test_kfold_split_keeps_test_and_rotates_val_through_the_folds(tmp_path):
+    from sklearn.model_selection import KFold
+
+    aoi = make_spacenet3(tmp_path / "sn3", tiles=10, size=32)
+    vals, tests = [], set()
+    for fold in range(4):
+        data = SpaceNetDataModule(aoi, cache_dir=tmp_path / "cache", crop_size=32, split="kfold", folds=4,
+                                  fold=fold, test_fraction=0.2, seed=3)  # fmt: skip
+        data.setup()
+        assert data.split_counts() == {"train": 6, "val": 2, "test": 2, "unused": 0}
+        vals.append({row.tile_id for row in data.manifest if row.split == "val"})
+        tests.add(frozenset(row.tile_id for row in data.manifest if row.split == "test"))
+        rest = [row.tile_id for row in data.manifest if row.split != "test"]  # manifest rows in tile order
+        expected = list(KFold(4, shuffle=True, random_state=3).split(rest))[fold][1]
+        assert vals[-1] == {rest[i] for i in expected}
+    assert len(tests) == 1  # the same test tiles in every fold
+    assert set().union(*vals) == set(rest) and sum(len(v) for v in vals) == 8  # each tile val once
+    with pytest.raises(UserInputError, match=r"data.folds=1 must be 2..8 .* and data.fold=0 in 0..0"):
+        SpaceNetDataModule(
+            aoi, cache_dir=tmp_path / "cache", split="kfold", folds=1, test_fraction=0.2
+        ).setup()
+
+
+def test_city_channels_append_one_hot_planes(tmp_path):
+    aoi = make_spacenet3(tmp_path / "sn3", tiles=3, size=32)
+    data = SpaceNetDataModule(aoi, cache_dir=tmp_path / "cache", crop_size=32, city_channels=True,
+                              max_value=2047, val_fraction=0.34, test_fraction=0.0)  # fmt: skip
+    image, _ = data.dataset("val")[0]
+    assert image.shape == (12, 32, 32)
+    assert image[:8].max() <= 1.0 and image[:8].min() > 0  # the bands, normalised
+    assert [float(image[8 + city].mean()) for city in range(4)] == [0.0, 0.0, 0.0, 1.0]  # Khartoum
+    rotterdam = SpaceNetDataModule(
+        make_spacenet6(tmp_path / "sn6"), cache_dir=tmp_path / "c6", city_channels=True
+    )
+    with pytest.raises(
+        UserInputError, match="tile 'AOI_11_Rotterdam_.*' names none of the SpaceNet 3 cities"
+    ):
+        rotterdam.setup()

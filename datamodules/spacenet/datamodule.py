@@ -17,6 +17,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from datamodules.image_files import expand_image_paths, output_names
 from datamodules.resumable import ResumableData, shuffled_loader
 from datamodules.spacenet.augmentation import DEFAULT_AUGMENTATIONS, Augmentation
+from datamodules.spacenet.cities import city_index
 from datamodules.spacenet.dataset import SpaceNetDataset, Tile, TileReader
 from datamodules.spacenet.geo_output import apply_affine
 from datamodules.spacenet.labels import LINEAR, POLYGONAL, read_labels
@@ -30,6 +31,7 @@ from datamodules.spacenet.splits import (
     ManifestRow,
     geographic_split,
     ground_groups,
+    kfold_split,
     random_split,
     read_manifest,
     report_subtile_split,
@@ -57,6 +59,8 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
             'PS-MS', ...); default: the layout's first product present.
         bands: 0-based bands in the order the model gets them (e.g. Macura's [4, 2, 1, 0, 3, 5, 6, 7]);
             default all.
+        city_channels: append SpaceNet 3's four one-hot city planes (Vegas, Paris, Shanghai, Khartoum; 1
+            for the tile's city) to the bands: the model then gets ``len(bands) + 4`` channels.
         mask_classes: 'binary' or 'three_class' (background / building / building edge).
         edge_width: building edge width in pixels ('three_class').
         road_buffer: distance burned each side of a road centre line (SpaceNet: 2 m).
@@ -80,8 +84,12 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         window_size: size of the 'windows' tiling.
         window_overlap: minimum overlap of neighbouring windows.
         split: 'random' (seeded, by tile), 'geographic' (blocks of ``block_size`` and overlapping
-            footprints kept in one split) or 'report_subtiles' (Lim et al.'s 224 px sub-tiles and its
-            seed-42 split; tiling then follows Lim et al. in every split).
+            footprints kept in one split), 'kfold' (seeded test tiles, then fold ``fold`` of ``folds``
+            shuffled folds of the rest as val, selim_sef's and Macura's split; ``val_fraction`` does not
+            apply) or 'report_subtiles' (Lim et al.'s 224 px sub-tiles and its seed-42 split; tiling then
+            follows Lim et al. in every split).
+        folds: number of folds of 'kfold' (selim_sef: 4, Macura: 2).
+        fold: the fold of 'kfold' that is val (0-based).
         val_fraction: share of tiles in val.
         test_fraction: share of tiles in test.
         block_size: side of the geographic blocks in CRS units (metres for UTM tiles).
@@ -101,6 +109,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         data_dir: str | Path = "data/spacenet",
         product: str | None = None,
         bands: list[int] | None = None,
+        city_channels: bool = False,
         mask_classes: Literal["binary", "three_class"] = "binary",
         edge_width: float = 2.0,
         road_buffer: float = 2.0,
@@ -120,7 +129,9 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         eval_tiling: Literal["pad", "windows"] = "pad",
         window_size: int = 512,
         window_overlap: int = 64,
-        split: Literal["random", "geographic", "report_subtiles"] = "random",
+        split: Literal["random", "geographic", "kfold", "report_subtiles"] = "random",
+        folds: int = 4,
+        fold: int = 0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         block_size: float = 1000.0,
@@ -145,6 +156,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         self.data_dir = Path(data_dir)
         self.product = product
         self.bands = bands
+        self.city_channels = city_channels
         self.mask_settings_args = {
             "classes": mask_classes,
             "edge_width": edge_width,
@@ -165,6 +177,8 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         self.window_size = window_size
         self.window_overlap = window_overlap
         self.split = split
+        self.folds = folds
+        self.fold = fold
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.block_size = block_size
@@ -249,6 +263,12 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
             rank_zero_warn(f"SpaceNet: skipped {len(self.skipped)} bad tiles: {'; '.join(self.skipped[:3])}")
         if not self.tiles:
             raise UserInputError(f"SpaceNet {self.data_dir}: no usable tile ({self.discovery.layout.name})")
+        self._check_cities(self.tiles)
+
+    def _check_cities(self, tiles: list[Tile]) -> None:
+        if self.city_channels:
+            for tile in tiles:
+                city_index(tile.pair.tile_id)
 
     def prepare_data(self) -> None:
         self._load_tiles()
@@ -277,6 +297,9 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
                 self.block_size,
             )
             splits = geographic_split(groups, self.val_fraction, self.test_fraction, self.seed)
+        elif self.split == "kfold":
+            groups = list(range(count))
+            splits = kfold_split(count, self.folds, self.fold, self.test_fraction, self.seed)
         elif self.split == "random":
             groups, splits = (
                 list(range(count)),
@@ -284,7 +307,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
             )
         else:
             raise UserInputError(
-                f"data.split={self.split!r} is not one of random, geographic, report_subtiles"
+                f"data.split={self.split!r} is not one of random, geographic, kfold, report_subtiles"
             )
         return [
             row(tile.pair.tile_id, tile, split, str(group))
@@ -390,7 +413,14 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
 
     # ----- datasets --------------------------------------------------------------------------------
     def reader(self) -> TileReader:
-        return TileReader(self.tiles, self.bands, self.normalization, self.mask_cache(), self.ignore_index)
+        return TileReader(
+            self.tiles,
+            self.bands,
+            self.normalization,
+            self.mask_cache(),
+            self.ignore_index,
+            self.city_channels,
+        )
 
     def _tile_windows(self, tile: int, info: RasterInfo) -> list[TileWindow]:
         """The evaluation windows of a tile: the whole tile padded, or overlapping windows."""
@@ -531,7 +561,10 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
             info = read_info(path)
             check_bands(self.bands, info)
             tiles.append(Tile(TilePair(name, path, path), info))
-        reader = TileReader(tiles, self.bands, self.normalization, None, self.ignore_index)
+        self._check_cities(tiles)
+        reader = TileReader(
+            tiles, self.bands, self.normalization, None, self.ignore_index, self.city_channels
+        )
         windows = self._full_tile_windows(tiles, list(range(len(tiles))))
         return SpaceNetDataset(reader, "predict_files", windows=windows)
 

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.spacenet.augmentation import Augmentation
+from datamodules.spacenet.cities import city_planes
 from datamodules.spacenet.layouts import TilePair
 from datamodules.spacenet.masks import BACKGROUND, MaskCache
 from datamodules.spacenet.normalization import Normalization
@@ -26,8 +27,9 @@ class Tile:
 
 
 class TileReader:
-    """Reads a :class:`TileWindow`: the configured bands, normalised, and the mask (``ignore_index``
-    where there is no label: padding, no data, or a tile without a label file)."""
+    """Reads a :class:`TileWindow`: the configured bands, normalised (then the one-hot city planes of
+    :mod:`~datamodules.spacenet.cities` with ``city_channels``), and the mask (``ignore_index`` where
+    there is no label: padding, no data, or a tile without a label file)."""
 
     def __init__(
         self,
@@ -36,12 +38,14 @@ class TileReader:
         normalization: Normalization,
         masks: MaskCache | None,
         ignore_index: int,
+        city_channels: bool = False,
     ) -> None:
         self.tiles = tiles
         self.bands = bands
         self.normalization = normalization
         self.masks = masks
         self.ignore_index = ignore_index
+        self.city_channels = city_channels
 
     def mask(self, window: TileWindow) -> np.ndarray:
         if self.masks is None:
@@ -51,6 +55,9 @@ class TileReader:
     def read(self, window: TileWindow, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         pixels = read_window(self.tiles[window.tile].pair.image, self.bands, window.window)
         image = self.normalization(pixels)
+        if self.city_channels:
+            tile_id = self.tiles[window.tile].pair.tile_id
+            image = np.concatenate([image, city_planes(tile_id, window.height, window.width)])
         mask = self.mask(window) if mask is None else mask
         pad_rows, pad_cols = window.padded_height - window.height, window.padded_width - window.width
         if pad_rows or pad_cols:

@@ -4,6 +4,8 @@
   tiles (SpaceNet 6 follows the SAR strips, so the same ground is in several tiles) can.
 - ``geographic``: tiles grouped by ``block_size`` blocks of their centre, and groups whose footprints
   overlap merged, so no two splits share ground (the lesson of the SpaceNet 6 winners).
+- ``kfold``: seeded test tiles as ``random`` draws them, then scikit-learn's shuffled ``KFold`` of the
+  rest, one fold as val (selim_sef's SpaceNet 3 split, fold 0 of 4; Macura's fork used 2 folds).
 - ``report_subtiles``: Lim et al.'s sub-tile split exactly (numpy seed 42, 70 % / halves / sorted 70-30).
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 import torch
+from sklearn.model_selection import KFold
 
 from lightning_app.errors import UserInputError
 
@@ -58,6 +61,22 @@ def random_split(count: int, val_fraction: float, test_fraction: float, seed: in
             splits[tile] = "test"
         elif position < test + val:
             splits[tile] = "val"
+    return splits
+
+
+def kfold_split(count: int, folds: int, fold: int, test_fraction: float, seed: int) -> list[str]:
+    """The split of each of ``count`` tiles: test drawn as :func:`random_split` draws it, then fold
+    ``fold`` of ``KFold(folds, shuffle=True, random_state=seed)`` over the other tiles is val."""
+    splits = random_split(count, 0.0, test_fraction, seed)
+    rest = [tile for tile, split in enumerate(splits) if split != "test"]
+    if not 2 <= folds <= len(rest) or not 0 <= fold < folds:
+        raise UserInputError(
+            f"data.folds={folds} must be 2..{len(rest)} (the tiles outside test) and data.fold={fold} in "
+            f"0..{folds - 1}"
+        )
+    _, val = list(KFold(folds, shuffle=True, random_state=seed).split(rest))[fold]
+    for position in val:
+        splits[rest[position]] = "val"
     return splits
 
 
