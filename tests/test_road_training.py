@@ -149,3 +149,37 @@ def test_city_channels_append_one_hot_planes(tmp_path):
         UserInputError, match="tile 'AOI_11_Rotterdam_.*' names none of the SpaceNet 3 cities"
     ):
         rotterdam.setup()
+
+
+def test_roads_unet_config_fits_with_apls_and_predicts_road_graphs(tmp_path, capsys):
+    """configs/spacenet3_unet_roads.yaml on synthetic Khartoum tiles (8 bands + 4 city channels): val/apls
+    and the graph panels are logged, and `predict` writes what the road evaluator scores."""
+    import yaml
+
+    from lightning_app.cli import cli_main
+
+    aoi = make_spacenet3(tmp_path / "sn3", tiles=8, size=64, pixels=bright_road, overhang=0.0)
+    override = {
+        "trainer": {"max_epochs": 1, "limit_train_batches": 2, "enable_progress_bar": False},
+        "data": {"init_args": {"data_dir": str(aoi.parent), "cache_dir": str(tmp_path / "cache"),
+                               "crop_size": 64, "batch_size": 2, "num_workers": 0, "folds": 3}},
+    }  # fmt: skip
+    (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "spacenet3_unet_roads.yaml")
+    configs = ["--config", config, "--config", str(tmp_path / "override.yaml")]
+    fit = cli_main(["fit", *configs])
+    events = EventAccumulator(fit.trainer.log_dir)
+    events.Reload()
+    assert {"Validation/apls", "Validation/apls_truth_onto_proposal"} <= set(events.Tags()["scalars"])
+    assert "Validation/road_graphs" in events.Tags()["images"]
+    checkpoint = fit.trainer.checkpoint_callback.best_model_path
+    assert "best-apls" in checkpoint
+    predict = cli_main(["predict", *configs, "--ckpt_path", checkpoint])
+    folder = Path(predict.trainer.log_dir) / "predictions"
+    test_ids = predict.datamodule.dataset("test").tile_ids
+    assert sorted(p.stem for p in (folder / "masks").glob("*.tif")) == sorted(test_ids)
+    proposal = str(folder / "proposals.csv")
+    evaluate(["spacenet-roads", "--truth", str(aoi / "geojson_roads"), "--proposal", proposal, "--images",
+              str(aoi / "PS-MS"), "--json"])  # fmt: skip
+    scored = {row["Name"] for row in json.loads(capsys.readouterr().out.splitlines()[-1])["results"]}
+    assert set(test_ids) <= scored

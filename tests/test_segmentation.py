@@ -420,7 +420,16 @@ def test_segmentation_module_reports_mismatched_outputs(tmp_path):
             },
         ),
         ("spacenet6_sar", {"in_channels": 4}, {"SpaceNetTileEvaluation", "SpaceNetPredictionWriter"}),
-        ("spacenet3_linknet_lca", {"in_channels": 8, "batch_norm": False}, {"LossChangeAllocation"}),
+        (
+            "spacenet3_linknet_lca",
+            {"in_channels": 8, "batch_norm": False},
+            {"LossChangeAllocation", "SpaceNetRoadEvaluation", "SpaceNetPredictionWriter"},
+        ),
+        (
+            "spacenet3_unet_roads",
+            {"arch": "Unet", "encoder_name": "resnet34", "in_channels": 12},
+            {"SpaceNetRoadEvaluation", "SpaceNetPredictionWriter"},
+        ),
     ],
 )
 def test_spacenet_configs_build_what_they_declare(config, net, callbacks):
