@@ -115,7 +115,8 @@ def main() -> None:
     print(f"APLS             : {apls_s:6.2f} s")
     print(f"total per tile   : {extract_s + apls_s:6.2f} s (target < 2 s)")
     print(
-        f"networkx all-pairs path lengths alone: {baseline_s:6.2f} s = {baseline_s / apls_s:.1f}x our whole APLS"
+        f"networkx all-pairs path lengths alone: {baseline_s:6.2f} s = {baseline_s / apls_s:.1f}x our "
+        "whole APLS"
     )
 
 

@@ -15,6 +15,7 @@ import torch
 from shapely.geometry import LineString
 
 from datamodules.spacenet import SpaceNetDataModule
+from datamodules.spacenet.augmentation import DEFAULT_AUGMENTATIONS, Augmentation
 from datamodules.spacenet.geo_output import mask_polygons, write_geotiff, write_polygons_geojson
 from datamodules.spacenet.masks import MaskCache
 from datamodules.spacenet.rasters import read_info
@@ -440,6 +441,40 @@ def test_augmentation_differs_per_sample_keeps_masks_aligned_and_spares_val(tmp_
     for split in ("val", "test"):
         dataset = data.dataset(split)
         assert all(torch.equal(dataset[i][1], building) for i in range(len(dataset)) for _ in range(4))
+
+
+def d4(array: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and rotations of the last two axes of ``array``."""
+    turns = [np.rot90(array, k, axes=(-2, -1)) for k in range(4)]
+    return turns + [turn[..., ::-1] for turn in turns]
+
+
+@pytest.mark.parametrize("extra", [[], [{"Transpose": {"p": 0.0}}]])
+def test_flips_and_rotations_as_views_match_albumentations(extra):
+    """The default transforms run as views of the raw pixels (one of the 8 flips and rotations, the mask
+    alike, all 8 drawn); adding another transform sends them through albumentations, with the same
+    outcomes."""
+    augmentation = Augmentation([*DEFAULT_AUGMENTATIONS, *extra])
+    assert augmentation.on_raw_pixels == (not extra)
+    image = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6)
+    mask = (image[0] % 7).astype(np.uint8)
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(80):
+        out_image, out_mask = augmentation(image, mask)
+        index = next(i for i, candidate in enumerate(d4(image)) if np.array_equal(candidate, out_image))
+        assert np.array_equal(out_mask, d4(mask)[index])
+        seen.add(index)
+    assert seen == set(range(8))
+
+
+def test_loaders_move_uint8_masks_and_widen_them_on_the_device(tmp_path):
+    data = datamodule(make_spacenet6(tmp_path / "data", tiles=4), tmp_path, crop_size=64)
+    images, masks = next(iter(data.train_dataloader()))
+    assert masks.dtype == torch.uint8 and images.dtype == torch.float32
+    widened = data.on_after_batch_transfer((images, masks), 0)[1]
+    assert widened.dtype == torch.long and torch.equal(widened, masks.long())
+    assert data.evaluation_subset("train", size=1)[0][1].dtype == torch.long  # what callbacks batch
 
 
 def test_bad_augmentation_is_reported_at_start_up(tmp_path):

@@ -3,10 +3,18 @@ and applied to image and mask together, with fresh random draws for every sample
 
 albumentations' ``Compose`` keeps its own random state, seeded once; copied into DataLoader workers it
 would repeat the same draws in each. So each sample re-seeds it from torch's generator, which Lightning
-seeds per run, per worker and per epoch: runs reproduce, samples differ.
+seeds per run, per worker and per epoch: runs reproduce, samples differ. The seed makes one generator
+that all transforms share, so each transform's draw is independent of the others'.
+
+When every transform is a flip or a 90 degree rotation with only ``p`` set (the default), they are drawn
+the same way (torch's generator, each with its ``p``; a rotation by 1, 2 or 3 quarter turns as
+albumentations' ``RandomRotate90`` draws 0 to 3) but applied as numpy views of the raw pixels: the
+normalisation that follows writes the transformed image in one pass. albumentations would copy the
+image after every transform, which costs as much as reading it (see bench/spacenet_loading.py).
 """
 
 import inspect
+import random
 
 import albumentations as A
 import numpy as np
@@ -43,13 +51,41 @@ def _transform(spec: dict) -> A.BasicTransform:
         raise UserInputError(f"data.augmentations: {name} {args}: {describe(error)}") from error
 
 
+VIEW_TRANSFORMS = (A.HorizontalFlip, A.VerticalFlip, A.RandomRotate90)
+
+
+def _view(transform: A.BasicTransform, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(transform, A.HorizontalFlip):
+        return image[..., ::-1], mask[:, ::-1]
+    if isinstance(transform, A.VerticalFlip):
+        return image[..., ::-1, :], mask[::-1]
+    turns = int(torch.randint(4, (1,)))
+    return np.rot90(image, turns, axes=(-2, -1)), np.rot90(mask, turns)
+
+
 class Augmentation:
-    """Callable ``(image (C, H, W), mask (H, W)) -> (image, mask)`` applying the configured transforms."""
+    """Callable ``(image (C, H, W), mask (H, W)) -> (image, mask)`` applying the configured transforms.
+    ``on_raw_pixels``: the transforms are flips and rotations, applied as views (module docstring), so
+    they may run before the normalisation."""
 
     def __init__(self, specs: list[dict]) -> None:
-        self.compose = A.Compose([_transform(spec) for spec in specs])
+        transforms = [_transform(spec) for spec in specs]
+        self.compose = A.Compose(transforms)
+        self.on_raw_pixels = all(
+            type(transform) in VIEW_TRANSFORMS and set(spec[next(iter(spec))] or {}) <= {"p"}
+            for transform, spec in zip(transforms, specs, strict=True)
+        )
+        self.transforms = transforms
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.compose.set_random_seed(int(torch.randint(2**31 - 1, (1,))))
+        if self.on_raw_pixels:
+            for transform in self.transforms:
+                if float(torch.rand(1)) < transform.p:
+                    image, mask = _view(transform, image, mask)
+            return image, mask
+        seed = int(torch.randint(2**31 - 1, (1,)))
+        # shared generators: Compose.set_random_seed gives every transform its own generator with the same
+        # seed, so all of them would fire together (two flips: never a reflection)
+        self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
         result = self.compose(image=image.transpose(1, 2, 0), mask=mask)
         return result["image"].transpose(2, 0, 1), result["mask"]

@@ -403,10 +403,11 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         self.normalization.load(state_dict["normalization"])
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, masks = batch
+        batch = (images, masks.long())  # the loaders move uint8 masks; losses and metrics take int64
         trainer = self.trainer
         if not self._range_checked and trainer is not None and trainer.training:
             self._range_checked = True
-            images = batch[0]
             line, outside = self.normalization.range_message(float(images.min()), float(images.max()))
             (rank_zero_warn if outside else rank_zero_info)(line)
         return batch
@@ -470,18 +471,21 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         windows = [window for p in positions for window in self._tile_windows(p, tiles[p].info)]
         return common_padding(windows)
 
-    def dataset(self, split: str, augment: bool = True) -> SpaceNetDataset:
+    def dataset(self, split: str, augment: bool = True, compact_masks: bool = False) -> SpaceNetDataset:
         """The ``split`` ('train', 'val' or 'test') as a dataset. 'train' with ``augment`` is the training
-        set (random crops, augmentation); otherwise fixed windows without augmentation."""
+        set (random crops, augmentation); otherwise fixed windows without augmentation. ``compact_masks``:
+        uint8 masks (this module's loaders; ``on_after_batch_transfer`` widens them)."""
         if split not in SPLITS:
             raise UserInputError(f"split {split!r} is not one of {SPLITS}")
         self.setup()
         source = f"spacenet:{self.data_dir}:{split}"
         if not (split == "train" and augment):
-            return SpaceNetDataset(self.reader(), source, windows=self._windows(split, training=False))
+            windows = self._windows(split, training=False)
+            return SpaceNetDataset(self.reader(), source, windows=windows, compact_masks=compact_masks)
         if self.crop_size is None or self._has_subtiles(split):
             windows = self._windows(split, training=True)
-            return SpaceNetDataset(self.reader(), source, windows=windows, augmentation=self.augmentation)
+            return SpaceNetDataset(self.reader(), source, windows=windows, augmentation=self.augmentation,
+                                   compact_masks=compact_masks)  # fmt: skip
         return SpaceNetDataset(
             self.reader(),
             source,
@@ -489,6 +493,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
             crop_size=self.crop_size,
             reject_empty=self.reject_empty_crops,
             augmentation=self.augmentation,
+            compact_masks=compact_masks,
         )
 
     def full_tile_dataset(self, split: str) -> SpaceNetDataset:
@@ -542,13 +547,13 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
-        return shuffled_loader(self.dataset("train"), self.batch_size, self.num_workers)
+        return shuffled_loader(self.dataset("train", compact_masks=True), self.batch_size, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.eval_batch_size)
+        return self._loader(self.dataset("val", compact_masks=True), self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), self.eval_batch_size)
+        return self._loader(self.dataset("test", compact_masks=True), self.eval_batch_size)
 
     def predict_dataset(self) -> SpaceNetDataset:
         """The ``predict_files`` GeoTIFFs (no labels: masks are all ``ignore_index``), or the test split."""

@@ -52,18 +52,25 @@ class TileReader:
             return np.full((window.height, window.width), self.ignore_index, dtype=np.uint8)
         return self.masks.read(self.tiles[window.tile].pair, window.window)
 
-    def read(self, window: TileWindow, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        pixels = read_window(self.tiles[window.tile].pair.image, self.bands, window.window)
+    def read(
+        self, window: TileWindow, mask: np.ndarray | None = None, augmentation: Augmentation | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The window's image (float32, normalised, augmented, padded) and mask (uint8)."""
+        pixels = read_window(self.tiles[window.tile].pair.image, self.bands, window.window, dtype=None)
+        mask = self.mask(window) if mask is None else mask
+        if augmentation is not None and augmentation.on_raw_pixels:
+            pixels, mask = augmentation(pixels, mask)
         image = self.normalization(pixels)
+        if augmentation is not None and not augmentation.on_raw_pixels:
+            image, mask = augmentation(image, mask)
         if self.city_channels:
             tile_id = self.tiles[window.tile].pair.tile_id
-            image = np.concatenate([image, city_planes(tile_id, window.height, window.width)])
-        mask = self.mask(window) if mask is None else mask
-        pad_rows, pad_cols = window.padded_height - window.height, window.padded_width - window.width
+            image = np.concatenate([image, city_planes(tile_id, *image.shape[1:])])
+        pad_rows, pad_cols = window.padded_height - image.shape[1], window.padded_width - image.shape[2]
         if pad_rows or pad_cols:
             image = np.pad(image, ((0, 0), (0, pad_rows), (0, pad_cols)))
             mask = np.pad(mask, ((0, pad_rows), (0, pad_cols)), constant_values=self.ignore_index)
-        return image.astype(np.float32, copy=False), mask
+        return image, np.ascontiguousarray(mask)
 
 
 class SpaceNetDataset(Dataset):
@@ -71,6 +78,8 @@ class SpaceNetDataset(Dataset):
     ``tiles`` per epoch, a crop without labelled pixels redrawn with probability ``reject_empty``.
 
     ``source_indices`` are the tiles' positions in the DataModule's tile list (``tile_ids`` names them).
+    Masks are int64, or uint8 with ``compact_masks`` (the DataModule's loaders: 8 times less to move
+    between processes; the DataModule widens them once the batch is on its device).
     """
 
     def __init__(
@@ -82,6 +91,7 @@ class SpaceNetDataset(Dataset):
         crop_size: int | None = None,
         reject_empty: float = 0.0,
         augmentation: Augmentation | None = None,
+        compact_masks: bool = False,
     ) -> None:
         if (windows is None) == (tiles is None):
             raise ValueError("give either fixed windows or tiles to crop from")
@@ -92,6 +102,7 @@ class SpaceNetDataset(Dataset):
         self.crop_size = crop_size
         self.reject_empty = reject_empty
         self.augmentation = augmentation
+        self.compact_masks = compact_masks
 
     @property
     def tile_indices(self) -> list[int]:
@@ -120,9 +131,10 @@ class SpaceNetDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.windows is not None:
-            image, mask = self.reader.read(self.windows[index])
+            image, mask = self.reader.read(self.windows[index], augmentation=self.augmentation)
         else:
-            image, mask = self.reader.read(*self._crop(self.crop_tiles[index]))
-        if self.augmentation is not None:
-            image, mask = self.augmentation(image, mask)
-        return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
+            image, mask = self.reader.read(
+                *self._crop(self.crop_tiles[index]), augmentation=self.augmentation
+            )
+        mask = torch.from_numpy(mask)
+        return torch.from_numpy(image), mask if self.compact_masks else mask.long()

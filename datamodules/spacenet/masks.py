@@ -2,6 +2,7 @@
 grid (pixel-centre rule), roads buffered, optional building edges, no-data pixels marked, and a disk
 cache keyed by the files and the settings so a mask is rasterised once."""
 
+import functools
 import hashlib
 import json
 import os
@@ -128,6 +129,12 @@ class MaskCache:
 
     def read(self, pair: TilePair, window: Window) -> np.ndarray:
         """The cached mask of ``pair`` inside ``window`` (it must have been ensured)."""
-        mask = np.load(self.path(pair), mmap_mode="r")
         rows, cols = window.toslices()
-        return np.array(mask[rows, cols])
+        return np.array(_mapped(self.path(pair))[rows, cols])
+
+
+@functools.lru_cache(maxsize=256)
+def _mapped(path: Path) -> np.ndarray:
+    """The mask file at ``path`` memory-mapped, kept open for the next crop of the tile (a changed label,
+    image or setting names another file, so a kept map is never stale)."""
+    return np.load(path, mmap_mode="r")

@@ -75,18 +75,22 @@ class Normalization:
         return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """``pixels`` (C, H, W) float32 normalised."""
+        """``pixels`` (C, H, W; any dtype and strides) normalised into a new C-contiguous float32 array,
+        written in one pass per operation."""
         bands = pixels.shape[0]
+        out = np.empty(pixels.shape, dtype=np.float32)
         if self.method == "fixed":
-            return pixels / np.float32(self.max_value)
+            return np.divide(pixels, np.float32(self.max_value), out=out, casting="unsafe")
         if self.needs_statistics:
             raise RuntimeError(
                 "normalisation statistics are not computed yet (the DataModule's setup does it)"
             )
         if self.method == "percentile":
             low, high = self._band_values(self.low, bands), self._band_values(self.high, bands)
-            return np.clip((pixels - low) / (high - low), 0.0, 1.0)
-        return (pixels - self._band_values(self.mean, bands)) / self._band_values(self.std, bands)
+            np.subtract(pixels, low, out=out, casting="unsafe")
+            return np.clip(np.divide(out, high - low, out=out), 0.0, 1.0, out=out)
+        np.subtract(pixels, self._band_values(self.mean, bands), out=out, casting="unsafe")
+        return np.divide(out, self._band_values(self.std, bands), out=out)
 
     def to_display(self, images: np.ndarray) -> np.ndarray:
         """Normalised images (..., C, H, W) back in [0, 1] for figures: 'mean_std' images are shown as

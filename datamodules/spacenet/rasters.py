@@ -66,13 +66,15 @@ def check_bands(bands: list[int] | None, info: RasterInfo) -> None:
         )
 
 
-def read_window(path: Path, bands: list[int] | None, window: Window) -> np.ndarray:
-    """``bands`` (0-based, in that order; all when None) of ``window`` (inside the tile) as float32
-    (C, h, w)."""
+def read_window(
+    path: Path, bands: list[int] | None, window: Window, dtype: str | None = "float32"
+) -> np.ndarray:
+    """``bands`` (0-based, in that order; all when None) of ``window`` (inside the tile) as (C, h, w) of
+    ``dtype`` (None: the file's own)."""
     try:
         with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as source:
             indexes = [band + 1 for band in bands] if bands is not None else list(source.indexes)
-            return source.read(indexes, window=window, out_dtype="float32")
+            return source.read(indexes, window=window, out_dtype=dtype)
     except rasterio.errors.RasterioError as error:
         raise _unreadable(path, error) from error
 
