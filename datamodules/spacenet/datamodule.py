@@ -381,10 +381,11 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
 
     def _write_run_records(self) -> None:
         trainer = self.trainer
-        if trainer is None or trainer.log_dir is None:
+        log_dir = trainer.log_dir if trainer is not None else None  # a broadcast: every rank makes it once
+        if log_dir is None:
             return
         if trainer.is_global_zero:
-            run_dir = Path(trainer.log_dir)
+            run_dir = Path(log_dir)
             write_manifest(run_dir / MANIFEST_NAME, self.manifest)
             (run_dir / NORMALIZATION_NAME).write_text(json.dumps(self.normalization.state(), indent=2))
 
