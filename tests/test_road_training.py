@@ -183,3 +183,53 @@ def test_roads_unet_config_fits_with_apls_and_predicts_road_graphs(tmp_path, cap
               str(aoi / "PS-MS"), "--json"])  # fmt: skip
     scored = {row["Name"] for row in json.loads(capsys.readouterr().out.splitlines()[-1])["results"]}
     assert set(test_ids) <= scored
+
+
+def road_on_even_tiles(size: int, seed: int) -> np.ndarray:
+    """bright_road on even tiles; odd tiles dark everywhere (the network sees no road: APLS 0)."""
+    return bright_road(size, seed) if seed % 2 == 0 else np.full((8, size, size), 20, dtype=np.uint16)
+
+
+def test_apls_is_the_mean_over_the_tiles_of_every_ddp_process(tmp_path):
+    """Two gloo processes each score one validation tile (one with a visible road, one without): the
+    logged val/apls is the mean of both, as one process computes it, not one process's own tile. (This
+    test found the data module making one more broadcast on rank 0 than on the others.)"""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from datamodules.spacenet.splits import ManifestRow, write_manifest
+
+    aoi = make_spacenet3(tmp_path / "sn3", tiles=4, size=SIZE, pixels=road_on_even_tiles, overhang=0.0)
+    images = sorted((aoi / "PS-MS").glob("*.tif"))
+    labels = sorted((aoi / "geojson_roads").glob("*.geojson"))
+    rows = [ManifestRow(f"AOI_5_Khartoum_img{i}", f"AOI_5_Khartoum_img{i}", "val" if i < 2 else "train", "",
+                        str(images[i]), str(labels[i])) for i in range(4)]  # fmt: skip
+    write_manifest(tmp_path / "manifest.csv", rows)
+    options = {"data_dir": str(aoi), "cache_dir": str(tmp_path / "cache"), "crop_size": SIZE,
+               "max_value": 2047, "split_manifest": str(tmp_path / "manifest.csv"), "num_workers": 0,
+               "eval_batch_size": 1}  # fmt: skip
+    single = trainer(tmp_path, [SpaceNetRoadEvaluation(panels=0)]).validate(
+        SegmentationModule(BrightBand(20.0)), datamodule=SpaceNetDataModule(**options), verbose=False
+    )[0]["val/apls"]
+    assert 0.4 < single < 0.5  # one tile about 0.95, the other 0
+    override = {
+        "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "callbacks.spacenet_roads.SpaceNetRoadEvaluation",
+                                   "init_args": {"panels": 0}}]},
+        "model": {"init_args": {"net": {"class_path": "tests.test_road_training.BrightBand",
+                                        "init_args": {"scale": 20.0}}, "loss": [{"name": "bce"}]}},
+        "data": {"init_args": {**options, "city_channels": False}},
+    }  # fmt: skip
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(override))
+    root = Path(__file__).resolve().parents[1]
+    config = str(root / "configs" / "spacenet3_unet_roads.yaml")
+    command = [sys.executable, str(root / "train.py"), "validate", "--config", config, "--config",
+               str(tmp_path / "ddp.yaml")]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "spacenet3_unet_roads").iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert events.Scalars("Validation/apls")[-1].value == pytest.approx(single, abs=1e-6)
