@@ -175,7 +175,8 @@ def tile_panels(datamodule, dataset: SpaceNetDataset, tile: int) -> tuple[np.nda
         :, : info.height, : info.width
     ]
     rgb = image[:3] if len(image) >= 3 else np.repeat(image[:1], 3, axis=0)
-    truth = np.where(mask[: info.height, : info.width] == dataset.reader.ignore_index, 0.5, mask > 0)
+    mask = mask[: info.height, : info.width]  # without the padding
+    truth = np.where(mask == dataset.reader.ignore_index, 0.5, mask > 0)
     step = max(1, max(info.height, info.width) // PANEL_PIXELS)
     rgb = rgb.transpose(1, 2, 0)[::step, ::step].astype(np.float32)
     return rgb, np.repeat(truth[::step, ::step, None], 3, axis=2).astype(np.float32), step

@@ -367,23 +367,25 @@ def test_three_class_metrics_are_macro_averages():
     assert float(values["iou"]) == pytest.approx(2 / 3)
 
 
-def spacenet_validation(tmp_path, scale: float) -> dict:
-    aoi = make_spacenet6(tmp_path / "sn6", tiles=6, size=64, pixels=bright_buildings)
+def spacenet_validation(tmp_path, scale: float, size: int = 64, panels: int = 0) -> dict:
+    aoi = make_spacenet6(tmp_path / "sn6", tiles=6, size=size, pixels=bright_buildings)
     data = SpaceNetDataModule(aoi, cache_dir=tmp_path / "cache", crop_size=64, val_fraction=0.34)
     net = BrightPixels()
     net.scale.data.fill_(scale)
     trainer = pl.Trainer(
         accelerator="cpu",
-        logger=False,
+        logger=pl.loggers.TensorBoardLogger(tmp_path, name="run") if panels else False,
         enable_progress_bar=False,
-        callbacks=[SpaceNetTileEvaluation(min_area=20, panels=0)],
+        callbacks=[SpaceNetTileEvaluation(min_area=20, panels=panels)],
     )
     return trainer.validate(SegmentationModule(net), datamodule=data, verbose=False)[0]
 
 
-@pytest.mark.parametrize(("scale", "f1"), [(20.0, 1.0), (-20.0, 0.0)])
-def test_building_f1_on_whole_validation_tiles(tmp_path, scale, f1):
-    results = spacenet_validation(tmp_path, scale)
+@pytest.mark.parametrize(("scale", "f1", "size", "panels"), [(20.0, 1.0, 64, 0), (-20.0, 0.0, 64, 0),
+                                                              (20.0, 1.0, 90, 2)])  # fmt: skip
+def test_building_f1_on_whole_validation_tiles(tmp_path, scale, f1, size, panels):
+    """Also on tiles padded for the network (90 px -> 96), drawing panels (it failed on the padding)."""
+    results = spacenet_validation(tmp_path, scale, size, panels)
     assert results["val/building_f1"] == f1
     assert results["val/iou"] == pytest.approx(f1)
     if f1 == 0:  # everything but the building is one proposal: a false positive, the building missed
