@@ -456,7 +456,7 @@ def test_flips_and_rotations_as_views_match_albumentations(extra):
     outcomes."""
     augmentation = Augmentation([*DEFAULT_AUGMENTATIONS, *extra])
     assert augmentation.on_raw_pixels == (not extra)
-    image = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6)
+    image = np.arange(2 * 6 * 6, dtype=np.uint16).reshape(2, 6, 6)  # raw pixels, as the reader passes them
     mask = (image[0] % 7).astype(np.uint8)
     seen = set()
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from datamodules.spacenet.cities import city_planes
 from datamodules.spacenet.layouts import TilePair
 from datamodules.spacenet.masks import BACKGROUND, MaskCache
 from datamodules.spacenet.normalization import Normalization
-from datamodules.spacenet.rasters import RasterInfo, read_window
+from datamodules.spacenet.rasters import RasterInfo, keep_worker_environment, read_window
 from datamodules.spacenet.tiling import TileWindow, random_crop
 
 CROP_TRIES = 10
@@ -56,6 +56,7 @@ class TileReader:
         self, window: TileWindow, mask: np.ndarray | None = None, augmentation: Augmentation | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The window's image (float32, normalised, augmented, padded) and mask (uint8)."""
+        keep_worker_environment()
         pixels = read_window(self.tiles[window.tile].pair.image, self.bands, window.window, dtype=None)
         mask = self.mask(window) if mask is None else mask
         if augmentation is not None and augmentation.on_raw_pixels:
