@@ -108,7 +108,7 @@ class MaskCache:
     def __init__(self, folder: str | Path, settings: MaskSettings) -> None:
         self.folder = Path(folder)
         self.settings = settings
-        self.ensured: dict[str, Path] = {}  # mask file per tile id, for reads
+        self.paths: dict[str, Path] = {}  # mask file per tile id, for reads
 
     def path(self, pair: TilePair) -> Path:
         key = {"label": _fingerprint(pair.label), "image": _fingerprint(pair.image), **asdict(self.settings)}
@@ -130,10 +130,10 @@ class MaskCache:
 
     def read(self, pair: TilePair, window: Window) -> np.ndarray:
         """The cached mask of ``pair`` inside ``window`` (it must have been ensured)."""
-        if pair.tile_id not in self.ensured:  # the files' fingerprint, taken once per process and tile
-            self.ensured[pair.tile_id] = self.path(pair)
+        if pair.tile_id not in self.paths:  # the files' fingerprint, taken once per process and tile
+            self.paths[pair.tile_id] = self.path(pair)
         rows, cols = window.toslices()
-        return np.array(_mapped(self.ensured[pair.tile_id])[rows, cols])
+        return np.array(_mapped(self.paths[pair.tile_id])[rows, cols])
 
 
 @functools.lru_cache(maxsize=256)
