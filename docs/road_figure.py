@@ -2,10 +2,11 @@
 
     python docs/road_figure.py --out docs/figures/road_graphs_apls.png
 
-Writes one 1,300 x 1,300 px, 0.3 m, 8-band tile in SpaceNet 3's layout (the road network of
+Writes a 1,300 x 1,300 px, 0.3 m, 8-band tile in SpaceNet 3's layout (the road network of
 ``bench/apls_speed.py`` with roads every 60 m: a jittered grid, a curved road crossing it without
-junctions (bridges), six roads broken for 6 m, drawn 2 m wide into noisy imagery) with its GeoJSON labels, validates a stand-in "network" (a 9 px mean of band 0 as the road
-logit) with the callback through ``Trainer.validate`` and saves the figure it logs.
+junctions (bridges), six roads broken for 6 m, drawn 2 m wide into noisy imagery) with its GeoJSON
+labels, validates a stand-in "network" (a 9 px mean of band 0 as the road logit) with the callback
+through ``Trainer.validate`` and saves the figure it logs.
 """
 
 import argparse
