@@ -1,0 +1,131 @@
+"""The image-folder data module on generated folders, and torchvision networks trained and explained on
+it with the callbacks."""
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from callbacks.attribution import AttributionCallback
+from callbacks.contracts import VisualisableDataModule, check_contracts
+from datamodules.image_folder import IMAGENET_MEAN, ImageFolderDataModule
+from lightning_app.errors import UserInputError
+from models.classification import ClassificationModule
+from models.nets.zoo import TorchvisionNet
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
+
+
+def write_folder(root: Path, per_class: int = 10, classes=COLOURS) -> Path:
+    """``root/<class>/`` with PNG and JPEG images of the class colour, sizes 40..58 px; one grey and one
+    RGBA image in the first class."""
+    rng = np.random.default_rng(0)
+    for index, (name, colour) in enumerate(classes.items()):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for number in range(per_class):
+            size = 40 + 2 * number
+            pixels = np.clip(np.array(colour) + rng.normal(0, 10, (size, size + 3, 3)), 0, 255).astype(
+                np.uint8
+            )
+            image = Image.fromarray(pixels)
+            if index == 0 and number == 0:
+                image = image.convert("L")
+            if index == 0 and number == 1:
+                image = image.convert("RGBA")
+            image.save(folder / f"{number}.{'png' if number % 2 else 'jpg'}")
+    return root
+
+
+def test_class_folders_are_split_per_class_and_prepared(tmp_path):
+    data = ImageFolderDataModule(write_folder(tmp_path / "images"), image_size=32, val_fraction=0.2,
+                                 test_fraction=0.2, seed=1)  # fmt: skip
+    data.setup()
+    assert data.class_names == ["blue", "green", "red"] and data.num_classes == 3
+    for split, count in (("train", 6), ("val", 2), ("test", 2)):
+        labels = data.dataset(split).labels
+        assert torch.equal(torch.bincount(labels), torch.tensor([count] * 3))
+    assert set(data.dataset("train").indices).isdisjoint(data.dataset("val").indices)
+    image, label = data.dataset("val", augment=False)[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    shown = data.denormalize(image)  # back in [0, 1]: the class colour
+    expected = torch.tensor(COLOURS[data.class_names[label]], dtype=torch.float32) / 255
+    assert torch.allclose(shown.mean(dim=(1, 2)), expected, atol=0.06)
+    assert torch.allclose(data.from_display(shown), image, atol=1e-5)
+    again = ImageFolderDataModule(
+        tmp_path / "images", image_size=32, val_fraction=0.2, test_fraction=0.2, seed=1
+    )
+    again.setup()
+    assert again.split_indices == data.split_indices  # the seed fixes the split
+
+
+def test_contract_and_evaluation_subsets(tmp_path):
+    data = ImageFolderDataModule(write_folder(tmp_path / "images"), image_size=32)
+    assert isinstance(data, VisualisableDataModule)
+    subset = data.evaluation_subset("train", per_class=2, seed=0)
+    assert torch.equal(torch.bincount(subset.labels), torch.tensor([2, 2, 2]))
+    assert torch.equal(subset.source_indices, torch.tensor(subset.indices))
+    assert len(data.evaluation_subset("train", size=5)) == 5
+
+
+def test_train_val_test_folders_and_labels_files(tmp_path, caplog):
+    root = tmp_path / "images"
+    for split in ("train", "val"):
+        write_folder(root / split, per_class=3, classes={"goldfish": (200, 120, 20), "0": (90, 90, 90)})
+    data = ImageFolderDataModule(root, image_size=32, labels="imagenet")
+    data.setup()
+    assert len(data.class_names) == 1000 and data.class_names[:2] == ["tench", "goldfish"]
+    assert sorted(set(data.dataset("train").labels.tolist())) == [0, 1]  # folder '0' is the index
+    assert len(data.dataset("val")) == 6
+    with pytest.raises(UserInputError, match="has no test/ folder"):
+        data.dataset("test")
+    twice = tmp_path / "twice"
+    write_folder(twice, per_class=1, classes={"cat": (1, 2, 3)})
+    (tmp_path / "labels.txt").write_text("cat\ndog\ncat\n")
+    with pytest.raises(UserInputError, match="'cat' names several classes .* by its index \\(0, 2\\)"):
+        ImageFolderDataModule(twice, labels=str(tmp_path / "labels.txt")).setup()
+    typo = tmp_path / "typo"
+    write_folder(typo, per_class=1, classes={"goldfsh": (1, 2, 3)})
+    with pytest.raises(UserInputError, match="'goldfsh' is not a class of .*close: goldfish"):
+        ImageFolderDataModule(typo, labels="imagenet").setup()
+
+
+def test_bad_input_gets_one_line_errors(tmp_path):
+    with pytest.raises(UserInputError, match="data.root .*missing is not a folder"):
+        ImageFolderDataModule(tmp_path / "missing").setup()
+    with pytest.raises(UserInputError, match="'Spin' is not a torchvision.transforms.v2 transform"):
+        ImageFolderDataModule(tmp_path, augmentations=[{"Spin": {}}])
+    root = write_folder(tmp_path / "images", per_class=3)
+    (root / "red" / "broken.jpg").write_bytes(b"not a jpeg")
+    data = ImageFolderDataModule(root, image_size=32, val_fraction=0.0, test_fraction=0.0)
+    dataset = data.dataset("train", augment=False)
+    broken = next(
+        i for i in range(len(dataset)) if dataset.samples[dataset.indices[i]][0].endswith("broken.jpg")
+    )
+    with pytest.raises(UserInputError, match="cannot read image .*broken.jpg .*remove or replace it"):
+        dataset[broken]
+
+
+def test_torchvision_resnet_trains_and_is_explained_on_a_folder(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = ImageFolderDataModule(write_folder(tmp_path / "images"), image_size=32, batch_size=6)
+    module = ClassificationModule(TorchvisionNet("resnet18", num_classes=3), num_classes=3)
+    attribution = AttributionCallback(methods={"Saliency": {}, "LayerGradCam": {"layer": "net.model.layer4"}},
+                                      per_class=1, every_n_epochs=1, sanity_checks=False)  # fmt: skip
+    logger = pl.loggers.TensorBoardLogger(tmp_path, name="run")
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=logger,
+                         enable_progress_bar=False, enable_checkpointing=False,
+                         callbacks=[attribution])  # fmt: skip
+    check_contracts("test", module, data)
+    trainer.fit(module, datamodule=data)
+    events = EventAccumulator(trainer.log_dir)
+    events.Reload()
+    assert {"attribution/Saliency", "attribution/LayerGradCam"} <= set(events.Tags()["images"])
+    probabilities = torch.cat(trainer.predict(module, datamodule=data))
+    assert probabilities.shape == (len(data.dataset("test")), 3)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(probabilities)))
+    assert data.mean == IMAGENET_MEAN
