@@ -14,6 +14,7 @@ from torchvision.transforms import v2
 
 from datamodules.image_files import ImageFilesDataset, expand_image_paths
 from datamodules.resumable import ResumableData, shuffled_loader
+from datamodules.subsets import subset_positions
 from lightning_app.errors import UserInputError, check_not_negative, check_positive
 
 SPLITS = ("train", "val", "test")
@@ -215,17 +216,8 @@ class ImageClassificationDataModule(ResumableData, pl.LightningDataModule, ABC):
         full = self.dataset(split, augment=False)
         if size is None and per_class is None:
             return full
-        if size is not None and per_class is not None:
-            raise UserInputError("give either size or per_class for an evaluation subset, not both")
-        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
-        if per_class is not None:
-            labels = full.labels[order]
-            positions = torch.cat([order[labels == c][:per_class] for c in range(self.num_classes)])
-        elif size > len(full):
-            raise UserInputError(f"an evaluation subset of {size} images exceeds the {len(full)} of {split}")
-        else:
-            positions = order[:size]
-        return ImageClassificationDataset(full.data.select(positions.sort().values), full.transform)
+        positions = subset_positions(full.labels, self.num_classes, split, size, per_class, seed)
+        return ImageClassificationDataset(full.data.select(positions), full.transform)
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(

@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 
 from datamodules.image_files import ImageFilesDataset, expand_image_paths
 from datamodules.resumable import ResumableData, shuffled_loader
+from datamodules.subsets import subset_positions
 from lightning_app.errors import UserInputError, check_not_negative, check_positive, describe
 
 SPLITS = ("train", "val", "test")
@@ -253,18 +254,9 @@ class ImageFolderDataModule(ResumableData, pl.LightningDataModule):
         full = self.dataset(split, augment=False)
         if size is None and per_class is None:
             return full
-        if size is not None and per_class is not None:
-            raise UserInputError("give either size or per_class for an evaluation subset, not both")
-        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
-        if per_class is not None:
-            labels = full.labels[order]
-            positions = torch.cat([order[labels == c][:per_class] for c in range(len(self.class_names))])
-        elif size > len(full):
-            raise UserInputError(f"an evaluation subset of {size} images exceeds the {len(full)} of {split}")
-        else:
-            positions = order[:size]
-        indices = [full.indices[i] for i in positions.sort().values.tolist()]
-        return ImageFolderDataset(full.samples, indices, full.transform, full.source)
+        positions = subset_positions(full.labels, len(self.class_names), split, size, per_class, seed)
+        return ImageFolderDataset(full.samples, [full.indices[i] for i in positions.tolist()], full.transform,
+                                  full.source)  # fmt: skip
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
         """Images as the model sees them, back in [0, 1] for display."""
