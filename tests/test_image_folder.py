@@ -3,18 +3,14 @@ it with the callbacks."""
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from callbacks.attribution import AttributionCallback
-from callbacks.contracts import VisualisableDataModule, check_contracts
-from datamodules.image_folder import IMAGENET_MEAN, ImageFolderDataModule
+from callbacks.contracts import VisualisableDataModule
+from datamodules.image_folder import ImageFolderDataModule
 from lightning_app.errors import UserInputError
-from models.classification import ClassificationModule
-from models.nets.zoo import TorchvisionNet
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
 
@@ -109,23 +105,29 @@ def test_bad_input_gets_one_line_errors(tmp_path):
         dataset[broken]
 
 
-def test_torchvision_resnet_trains_and_is_explained_on_a_folder(tmp_path):
+def test_imagefolder_config_trains_and_explains_a_torchvision_resnet(tmp_path):
+    """configs/imagefolder_resnet18_explain.yaml on a generated folder (32 px): attribution, activation
+    and embedding figures of the torchvision ResNet-18 in TensorBoard, then predict from its checkpoint."""
+    import yaml
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    data = ImageFolderDataModule(write_folder(tmp_path / "images"), image_size=32, batch_size=6)
-    module = ClassificationModule(TorchvisionNet("resnet18", num_classes=3), num_classes=3)
-    attribution = AttributionCallback(methods={"Saliency": {}, "LayerGradCam": {"layer": "net.model.layer4"}},
-                                      per_class=1, every_n_epochs=1, sanity_checks=False)  # fmt: skip
-    logger = pl.loggers.TensorBoardLogger(tmp_path, name="run")
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=logger,
-                         enable_progress_bar=False, enable_checkpointing=False,
-                         callbacks=[attribution])  # fmt: skip
-    check_contracts("test", module, data)
-    trainer.fit(module, datamodule=data)
-    events = EventAccumulator(trainer.log_dir)
+    from lightning_app.cli import cli_main
+
+    root = write_folder(tmp_path / "images")
+    override = {
+        "trainer": {"max_epochs": 1, "limit_train_batches": 2, "enable_progress_bar": False},
+        "data": {"init_args": {"root": str(root), "image_size": 32, "batch_size": 6, "num_workers": 0,
+                               "val_fraction": 0.3}},
+    }  # fmt: skip
+    (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "imagefolder_resnet18_explain.yaml")
+    configs = ["--config", config, "--config", str(tmp_path / "override.yaml")]
+    fit = cli_main(["fit", *configs])
+    events = EventAccumulator(fit.trainer.log_dir, size_guidance={"images": 0})
     events.Reload()
-    assert {"attribution/Saliency", "attribution/LayerGradCam"} <= set(events.Tags()["images"])
-    probabilities = torch.cat(trainer.predict(module, datamodule=data))
-    assert probabilities.shape == (len(data.dataset("test")), 3)
-    assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(probabilities)))
-    assert data.mean == IMAGENET_MEAN
+    images = set(events.Tags()["images"])
+    assert {"attribution/Saliency", "attribution/IntegratedGradients", "attribution/LayerGradCam"} <= images
+    assert any(tag.startswith("activations/net.model.layer4") for tag in images)
+    assert any(tag.startswith("embedding") for tag in images)
+    predict = cli_main(["predict", *configs, "--ckpt_path", fit.trainer.checkpoint_callback.best_model_path])
+    assert predict.datamodule.class_names == ["blue", "green", "red"]
