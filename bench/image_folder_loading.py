@@ -6,7 +6,7 @@ normalisation; batch 32, ``--workers`` workers) against ``torchvision.datasets.I
 very same transform object through a plain shuffling DataLoader. Warm epochs alternate ``--rounds``
 times; the medians are compared.
 
-    python bench/image_folder_loading.py [--images 640] [--classes 8] [--workers 2] [--rounds 5]
+    python bench/image_folder_loading.py [--images 640] [--classes 8] [--workers 2] [--rounds 9]
 """
 
 import argparse
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=640)
     parser.add_argument("--classes", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
