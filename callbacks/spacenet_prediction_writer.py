@@ -112,10 +112,9 @@ class SpaceNetPredictionWriter(BasePredictionWriter):
         self.rows[tile_id] = proposal_rows(tile_id, polygons)
 
     def _write_roads(self, tile_id: str, info: RasterInfo, road: np.ndarray) -> list[tuple]:
-        write_geotiff(
-            self.folder / "masks" / f"{tile_id}.tif", self.extraction.mask(road).astype(np.uint8), info
-        )
-        lines = self.extraction.lines(road)
+        mask = self.extraction.mask(road)
+        write_geotiff(self.folder / "masks" / f"{tile_id}.tif", mask.astype(np.uint8), info)
+        lines = self.extraction.mask_lines(mask)
         lengths = [line.length for line in MetricFrame.of_tile(info).pixels_to_metres(lines)]
         properties = [{"id": i, "WKT_Pix": line.wkt, "length_m": length}
                       for i, (line, length) in enumerate(zip(lines, lengths, strict=True))]  # fmt: skip

@@ -40,7 +40,11 @@ class RoadExtraction:
     def lines(self, probability: np.ndarray) -> list[shapely.LineString]:
         """The road centre lines of a (H, W) probability map in pixel coordinates (x = column, y = row,
         pixel centres at + 0.5)."""
-        skeleton = skeletonize(self.mask(probability)).astype(np.uint16)
+        return self.mask_lines(self.mask(probability))
+
+    def mask_lines(self, mask: np.ndarray) -> list[shapely.LineString]:
+        """The road centre lines of a cleaned mask (:meth:`mask`), as :meth:`lines` gives them."""
+        skeleton = skeletonize(mask).astype(np.uint16)
         graph = sknw.build_sknw(skeleton, multi=True, iso=False, ring=True, full=True)
         lines = []
         for _, _, points in graph.edges(data="pts"):
