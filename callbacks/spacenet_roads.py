@@ -1,6 +1,7 @@
 """APLS on whole validation tiles during training, with image | truth graph | predicted graph panels."""
 
 import lightning.pytorch as pl
+import networkx as nx
 import numpy as np
 import rasterio.features
 import shapely
@@ -14,8 +15,8 @@ from callbacks.inspection import tensorboard
 from callbacks.mosaic import Caption, Panel, mosaic_figure
 from callbacks.spacenet_tiles import FullTileEvaluation, predict_full_tiles, tile_panels
 from datamodules.spacenet.assembly import building_probability
-from datamodules.spacenet.roads import AplsSettings, MetricFrame, RoadExtraction, apls, road_graph
-from datamodules.spacenet.roads.tile_graphs import TRUTH_MIN_LENGTH, proposal_graph
+from datamodules.spacenet.roads import AplsSettings, MetricFrame, RoadExtraction, apls
+from datamodules.spacenet.roads.tile_graphs import proposal_graph, truth_graph
 from lightning_app.dashboard_logger import dashboard_tag
 
 TRUTH_COLOUR = (0.0, 1.0, 1.0)
@@ -74,6 +75,7 @@ class SpaceNetRoadEvaluation(FullTileEvaluation):
         super().__init__(every_n_epochs, max_tiles, panels, batch_size)
         self.extraction = extraction or RoadExtraction()
         self.scoring = scoring or AplsSettings()
+        self.truth_graphs: dict[int, nx.MultiGraph] = {}  # built once per run, with self.truth
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -88,15 +90,15 @@ class SpaceNetRoadEvaluation(FullTileEvaluation):
             trainer, pl_module, dataset, tiles, self.batch_size
         ):
             road = building_probability(tile_probabilities)
+            frame = MetricFrame.of_tile(dataset.reader.tiles[tile].info)
             if tile not in self.truth:  # the labels inside the tile: what the network can see
                 info = dataset.reader.tiles[tile].info
                 clipped = [shapely.clip_by_rect(line, 0, 0, info.width, info.height) for line in
                            datamodule.truth_geometries(tile)]  # fmt: skip
                 self.truth[tile] = [line for line in clipped if not line.is_empty]
+                self.truth_graphs[tile] = truth_graph(frame.pixels_to_metres(self.truth[tile]))
             lines = self.extraction.lines(road)
-            frame = MetricFrame.of_tile(dataset.reader.tiles[tile].info)
-            truth = road_graph(frame.pixels_to_metres(self.truth[tile]), TRUTH_MIN_LENGTH)
-            score = apls(truth, proposal_graph(lines, frame), **vars(self.scoring))
+            score = apls(self.truth_graphs[tile], proposal_graph(lines, frame), **vars(self.scoring))
             if score is not None:
                 for name, value in (("apls", score.total), ("truth_onto_proposal", score.truth_onto_proposal),
                                     ("proposal_onto_truth", score.proposal_onto_truth)):  # fmt: skip

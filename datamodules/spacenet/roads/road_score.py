@@ -45,16 +45,21 @@ def files_by_image(folder: Path, suffix: str, role: str) -> dict[str, Path]:
     return files
 
 
-def _frame_of_truth(path: Path, image: Path | None) -> MetricFrame:
-    """The tile's frame from its GeoTIFF, or else from the truth file's CRS and the centre of its roads."""
+def _truth(path: Path, image: Path | None) -> tuple[MetricFrame, nx.MultiGraph]:
+    """The tile's metric frame (from its GeoTIFF, or else from the truth file's CRS and the centre of its
+    roads) and its truth graph, the file read once for its lines."""
     if image is not None:
-        return MetricFrame.of_tile(read_info(image))
-    crs = geojson_crs(read_geojson(path), path)
-    lines = read_labels(path, crs, LINEAR).geometries
-    if not lines:  # no road: the tile is not scored
-        return MetricFrame(crs, crs)
-    left, bottom, right, top = shapely.total_bounds(np.asarray(lines, dtype=object))
-    return MetricFrame.around(crs, ((left + right) / 2, (bottom + top) / 2))
+        info = read_info(image)
+        frame, lines = MetricFrame.of_tile(info), read_labels(path, info.crs, LINEAR).geometries
+    else:
+        crs = geojson_crs(read_geojson(path), path)
+        lines = read_labels(path, crs, LINEAR).geometries
+        if lines:
+            left, bottom, right, top = shapely.total_bounds(np.asarray(lines, dtype=object))
+            frame = MetricFrame.around(crs, ((left + right) / 2, (bottom + top) / 2))
+        else:  # no road: the tile is not scored
+            frame = MetricFrame(crs, crs)
+    return frame, truth_graph(frame.to_metres(lines))
 
 
 def score_roads(
@@ -81,14 +86,14 @@ def score_roads(
     for name, path in truths.items():
         if images_dir is not None and name not in images:
             raise UserInputError(f"--images {images_dir}: no GeoTIFF of {name} (the truth {path.name})")
-        frame = _frame_of_truth(path, images.get(name))
+        frame, truth = _truth(path, images.get(name))
         if rows is not None:
             proposed = proposal_graph(rows.items.get(name, []), frame)
         elif name in proposal_files:
             proposed = geojson_proposal_graph(proposal_files[name], frame)
         else:
             proposed = nx.MultiGraph()
-        score = apls(truth_graph(path, frame), proposed, **vars(settings))
+        score = apls(truth, proposed, **vars(settings))
         if score is None:
             without_truth.append(name)
         else:

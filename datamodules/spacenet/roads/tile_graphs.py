@@ -19,9 +19,9 @@ def geojson_lines(path: Path, frame: MetricFrame) -> list:
     return frame.to_metres(read_labels(path, frame.source, LINEAR).geometries)
 
 
-def truth_graph(path: Path, frame: MetricFrame) -> nx.MultiGraph:
-    """The truth graph of a SpaceNet 3 GeoJSON label file."""
-    return road_graph(geojson_lines(path, frame), TRUTH_MIN_LENGTH)
+def truth_graph(lines: list) -> nx.MultiGraph:
+    """The truth graph of a tile's label lines, in metres."""
+    return road_graph(lines, TRUTH_MIN_LENGTH)
 
 
 def proposal_graph(pixel_lines: list, frame: MetricFrame) -> nx.MultiGraph:
