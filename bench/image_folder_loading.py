@@ -10,10 +10,8 @@ times; the medians are compared.
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from torchvision.datasets import ImageFolder
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.loader_timing import alternating_medians, epoch_seconds  # noqa: E402
 from datamodules.image_folder import ImageFolderDataModule  # noqa: E402
 
 BATCH = 32
@@ -37,13 +36,6 @@ def write_images(root: Path, count: int, classes: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         pixels = rng.integers(0, 256, (260, 300, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{index}.jpg", quality=90)
-
-
-def epoch_seconds(loader: DataLoader) -> float:
-    start = time.perf_counter()
-    for _ in loader:
-        pass
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -64,11 +56,7 @@ def main() -> None:
         theirs = DataLoader(ImageFolder(folder, transform=data.transform(augment=True)), batch_size=BATCH,
                             shuffle=True, num_workers=args.workers, persistent_workers=True)  # fmt: skip
         epoch_seconds(ours), epoch_seconds(theirs)  # start the workers, warm the page cache
-        timings = {"ours": [], "theirs": []}
-        for _ in range(args.rounds):
-            timings["theirs"].append(epoch_seconds(theirs))
-            timings["ours"].append(epoch_seconds(ours))
-    theirs_s, ours_s = statistics.median(timings["theirs"]), statistics.median(timings["ours"])
+        theirs_s, ours_s = alternating_medians(theirs, ours, args.rounds)
     print(f"{args.images} JPEGs 300x260 -> 224 px, batch {BATCH}, {args.workers} workers, median of "
           f"{args.rounds} alternating epochs")  # fmt: skip
     print(f"torchvision ImageFolder : {args.images / theirs_s:8.1f} images/s")

@@ -16,11 +16,10 @@ Writes ``--tiles`` synthetic uint16 GeoTIFFs with their labels (EPSG:4326 GeoJSO
 Warm epochs of the two alternate ``--rounds`` times (the page cache and the machine's load then affect
 both alike); the table gives the median epoch of each.
 
-    python bench/spacenet_loading.py [--target buildings|roads] [--tiles 64] [--workers 2] [--rounds 5]
+    python bench/spacenet_loading.py [--target buildings|roads] [--tiles 64] [--workers 2] [--rounds 9]
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.loader_timing import alternating_medians, epoch_seconds  # noqa: E402
 from datamodules.spacenet import SpaceNetDataModule  # noqa: E402
 from tests.spacenet_fixtures import SN6_STEM, pixel_box, tile_transform, write_geojson, write_tile  # noqa: E402
 
@@ -86,13 +86,6 @@ class PlainWindows(Dataset):
             return torch.from_numpy(source.read(window=Window(col, row, CROP, CROP), out_dtype="float32"))
 
 
-def epoch_seconds(loader: DataLoader) -> float:
-    start = time.perf_counter()
-    for _ in loader:
-        pass
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,7 +93,7 @@ def main() -> None:
     parser.add_argument("--target", choices=sorted(TARGETS), default="buildings")
     parser.add_argument("--tiles", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     torch.manual_seed(0)
     size, bands, aoi_name = TARGETS[args.target]
@@ -119,11 +112,7 @@ def main() -> None:
         loader = data.train_dataloader()
         epoch_seconds(loader)
         cold = time.perf_counter() - start
-        plain, warm = [], []
-        for _ in range(args.rounds):
-            plain.append(epoch_seconds(plain_loader))
-            warm.append(epoch_seconds(loader))
-    plain_s, warm_s = statistics.median(plain), statistics.median(warm)
+        plain_s, warm_s = alternating_medians(plain_loader, loader, args.rounds)
     print(f"{args.target}: {args.tiles} tiles {size}x{size}x{bands} uint16, random {CROP} crops, "
           f"{args.workers} workers, batch {BATCH}, median of {args.rounds} alternating warm "
           "epochs")  # fmt: skip
