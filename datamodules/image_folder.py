@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 from datamodules.image_files import ImageFilesDataset, expand_image_paths
 from datamodules.resumable import ResumableData, shuffled_loader
 from datamodules.subsets import subset_positions
+from datamodules.transform_specs import build_transform
 from lightning_app.errors import UserInputError, check_not_negative, check_positive, describe
 
 SPLITS = ("train", "val", "test")
@@ -23,6 +24,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")  # torchvision's weights' categories
 RESIZE_RATIO = 0.875  # ImageNet evaluation: resize to 256, centre-crop 224
+SIZED_TRANSFORMS = ("RandomResizedCrop", "RandomCrop", "CenterCrop", "Resize")  # size: image_size by default
 DEFAULT_AUGMENTATIONS = ({"RandomResizedCrop": {}}, {"RandomHorizontalFlip": {"p": 0.5}})
 
 
@@ -56,22 +58,6 @@ class ImageFolderDataset(Dataset):
                 f"cannot read image {path} ({describe(error)}): remove or replace it"
             ) from error
         return self.transform(image), torch.tensor(label)
-
-
-def _transform(spec: dict, image_size: int) -> v2.Transform:
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise UserInputError(f"data.augmentations: each item is {{TransformName: {{args}}}}, got {spec!r}")
-    ((name, args),) = spec.items()
-    transform_class = getattr(v2, str(name), None)
-    if not (isinstance(transform_class, type) and issubclass(transform_class, v2.Transform)):
-        raise UserInputError(f"data.augmentations: {name!r} is not a torchvision.transforms.v2 transform")
-    args = dict(args or {})
-    if name in ("RandomResizedCrop", "RandomCrop", "CenterCrop", "Resize") and "size" not in args:
-        args["size"] = image_size
-    try:
-        return transform_class(**args)
-    except (TypeError, ValueError) as error:
-        raise UserInputError(f"data.augmentations: {name} {args}: {describe(error)}") from error
 
 
 class ImageFolderDataModule(ResumableData, pl.LightningDataModule):
@@ -133,8 +119,11 @@ class ImageFolderDataModule(ResumableData, pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.seed = seed
-        specs = [dict(spec) for spec in DEFAULT_AUGMENTATIONS] if augmentations is None else augmentations
-        self.augmentation = [_transform(spec, image_size) for spec in specs]  # a bad spec fails now
+        specs = DEFAULT_AUGMENTATIONS if augmentations is None else augmentations
+        sized = {name: {"size": image_size} for name in SIZED_TRANSFORMS}
+        kind = "a torchvision.transforms.v2"
+        # built here, so a bad spec fails at start-up
+        self.augmentation = [build_transform(spec, v2, v2.Transform, kind, sized) for spec in specs]
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.predict_files = predict_files

@@ -13,14 +13,13 @@ numpy views that at most one copy materialises (uint16 moves half the bytes of f
 copies after every transform cost as much as reading the window (see bench/spacenet_loading.py).
 """
 
-import inspect
 import random
 
 import albumentations as A
 import numpy as np
 import torch
 
-from lightning_app.errors import UserInputError, describe
+from datamodules.transform_specs import build_transform
 
 # Geometric only: right for any band count, dtype and normalisation.
 DEFAULT_AUGMENTATIONS = (
@@ -28,27 +27,6 @@ DEFAULT_AUGMENTATIONS = (
     {"VerticalFlip": {"p": 0.5}},
     {"RandomRotate90": {"p": 0.5}},
 )
-
-
-def _transform(spec: dict) -> A.BasicTransform:
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise UserInputError(f"data.augmentations: each item is {{TransformName: {{args}}}}, got {spec!r}")
-    ((name, args),) = spec.items()
-    transform_class = getattr(A, str(name), None)
-    if not (isinstance(transform_class, type) and issubclass(transform_class, A.BasicTransform)):
-        raise UserInputError(f"data.augmentations: {name!r} is not an albumentations transform")
-    args = args or {}
-    accepted = inspect.signature(transform_class.__init__).parameters
-    unknown = sorted(set(args) - set(accepted) - {"self"})
-    if unknown:
-        raise UserInputError(
-            f"data.augmentations: {name} has no argument {', '.join(unknown)}; it takes "
-            f"{', '.join(p for p in accepted if p not in ('self', 'kwargs'))}"
-        )
-    try:
-        return transform_class(**args)
-    except (TypeError, ValueError) as error:
-        raise UserInputError(f"data.augmentations: {name} {args}: {describe(error)}") from error
 
 
 VIEW_TRANSFORMS = (A.HorizontalFlip, A.VerticalFlip, A.RandomRotate90)
@@ -83,7 +61,7 @@ class Augmentation:
     raw pixels, before the normalisation."""
 
     def __init__(self, specs: list[dict]) -> None:
-        transforms = [_transform(spec) for spec in specs]
+        transforms = [build_transform(spec, A, A.BasicTransform, "an albumentations") for spec in specs]
         self.compose = A.Compose(transforms)
         self.on_raw_pixels = all(
             type(transform) in VIEW_TRANSFORMS and set(spec[next(iter(spec))] or {}) <= {"p"}
