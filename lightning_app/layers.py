@@ -9,7 +9,8 @@ GuidedGradCam), ``dense`` (EmbeddingCallback's layer, ActivationCallback's dead 
 
 ``--receptive-field`` adds each layer's theoretical receptive field, effective stride and effective
 padding in input pixels, computed from the module graph (torch.fx; the largest over parallel branches
-such as residual blocks; ``whole`` after global pooling or a linear layer; see
+such as residual blocks; ``whole`` after global pooling or a linear layer; not computed after
+up-sampling, as in FCNs' decoders; see
 :mod:`models.receptive_field`). ``--empirical`` also measures it: the extent of input pixels that the
 gradient of the layer's centre unit reaches over 8 random inputs of the data's size (one backward pass
 each per layer: slow for big networks).
@@ -82,6 +83,8 @@ def field_columns(
             cells = ("", "", "")
         elif field.whole:
             cells = ("whole", "", "")
+        elif field.upsampled:
+            cells = ("after up-sampling", "", "")
         else:
             cells = (_axes(field.size), _axes(field.stride), _axes(field.padding))
         if empirical:

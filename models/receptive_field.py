@@ -8,7 +8,8 @@ Theoretical, per axis, through each layer with kernel k, stride s, padding p and
 A unit at position i of a layer sees input pixels ``i * stride - padding`` to that plus ``size - 1``.
 Where branches meet (a residual addition, a concatenation) the field is the maximum over them: the
 largest size, stride and padding. Global pooling, flattening and linear layers see the whole input
-(``global``).
+(``whole``). Up-sampling (transposed convolutions, ``nn.Upsample``) is not followed: the layers after it
+have no computed field (``upsampled``).
 
 Empirical: the gradient of one unit at the centre of a layer's output with respect to the input, summed
 in absolute value over random inputs; the field is the extent of the pixels it reaches.
@@ -28,15 +29,17 @@ Pair = tuple[int, int]
 @dataclass(frozen=True)
 class Field:
     """A receptive field per axis (height, width): its size, effective stride and effective padding in
-    input pixels; ``whole`` when it covers the whole input (after global pooling or a linear layer)."""
+    input pixels; ``whole`` when it covers the whole input (after global pooling or a linear layer);
+    ``upsampled`` when an up-sampling layer lies between it and the input (not computed)."""
 
     size: Pair = (1, 1)
     stride: Pair = (1, 1)
     padding: Pair = (0, 0)
     whole: bool = False
+    upsampled: bool = False
 
     def through(self, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair = (1, 1)) -> "Field":
-        if self.whole:
+        if self.whole or self.upsampled:
             return self
         extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
         return Field(
@@ -47,6 +50,7 @@ class Field:
 
 
 WHOLE = Field(whole=True)
+UPSAMPLED = Field(upsampled=True)
 
 
 def _pair(value) -> Pair:
@@ -71,13 +75,13 @@ def _through_module(module: nn.Module, field: Field) -> Field:
     if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | nn.Linear | nn.Flatten):
         return WHOLE
     if isinstance(module, nn.ConvTranspose2d | nn.Upsample):
-        raise UserInputError(
-            f"{type(module).__name__}: receptive fields through up-sampling are not computed"
-        )
+        return UPSAMPLED
     return field  # element-wise: activations, normalisation, dropout
 
 
 def _merged(fields: list[Field]) -> Field:
+    if any(field.upsampled for field in fields):
+        return UPSAMPLED
     if any(field.whole for field in fields):
         return WHOLE
     size, stride, padding = (

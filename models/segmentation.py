@@ -8,10 +8,23 @@ from torch import nn
 
 from lightning_app.errors import UserInputError
 from models.segmentation_losses import WeightedLoss, build_loss
-from models.segmentation_metrics import pixel_metrics, probabilities
+from models.segmentation_metrics import class_iou_metrics, pixel_metrics, probabilities
 from models.supervised import SupervisedModule
 
 DEFAULT_LOSS = [{"name": "bce"}]
+
+
+def checked_logits(logits: torch.Tensor, num_classes: int, channels: int) -> torch.Tensor:
+    """``logits`` if shaped (N, channels, H, W), else an error saying how to size the network."""
+    if logits.ndim != 4 or logits.shape[1] != channels:
+        raise UserInputError(
+            f"the network outputs shape {tuple(logits.shape)}, but model.num_classes={num_classes} "
+            f"needs (N, {channels}, H, W) logits: set the network's classes to {channels}"
+        )
+    return logits
+
+
+torch.fx.wrap("checked_logits")  # a single call in traced graphs (receptive fields), not traced into
 
 
 class SegmentationModule(SupervisedModule):
@@ -38,8 +51,11 @@ class SegmentationModule(SupervisedModule):
             (see :mod:`models.param_groups`).
 
     Logged per epoch for train/val/test: ``loss`` (and each term of a weighted loss), ``soft_iou`` (Lim
-    et al.'s metric: probabilities, no threshold, per batch, averaged), ``iou``, ``dice``, ``precision``,
-    ``recall`` at ``threshold``. ``predict_step`` returns probabilities (N, 1 or classes, H, W).
+    et al.'s metric: probabilities, no threshold, per batch, averaged), ``pixel_accuracy``, ``iou``,
+    ``dice``, ``precision``, ``recall`` at ``threshold`` (binary: of the positive class). Multi-class masks
+    take the class with the highest probability and log macro averages (``iou`` is the mean IoU), the mean
+    per-class accuracy ``mean_accuracy`` and each class's IoU as ``iou_<class>``, named by the data's
+    ``class_names``. ``predict_step`` returns probabilities (N, 1 or classes, H, W).
     """
 
     def __init__(
@@ -73,16 +89,20 @@ class SegmentationModule(SupervisedModule):
             raise UserInputError(
                 f"model.ignore_index={self.ignore_index} but the data marks ignored pixels with {data_ignore}"
             )
+        if not self.binary:
+            self._add_class_metrics()
+
+    def _add_class_metrics(self) -> None:
+        """``iou_<class>`` for each class, once, named by the data module's class names when it has them."""
+        names = getattr(self.trainer.datamodule, "class_names", None) or [
+            str(i) for i in range(self.num_classes)
+        ]
+        for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
+            if not any(key.startswith(f"{metrics.prefix}iou_") for key in metrics):
+                metrics.add_metrics(class_iou_metrics(list(names), self.ignore_index))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
-        if logits.ndim != 4 or logits.shape[1] != self.output_channels:
-            raise UserInputError(
-                f"the network outputs shape {tuple(logits.shape)}, but model.num_classes={self.num_classes} "
-                f"needs (N, {self.output_channels}, H, W) logits: set the network's classes to "
-                f"{self.output_channels}"
-            )
-        return logits
+        return checked_logits(self.net(x), self.num_classes, self.output_channels)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities for the metrics: of the positive class (N, H, W) when binary, else (N, C, H, W)."""
