@@ -1,18 +1,22 @@
 """Segmentation metrics (torchmetrics, synchronised across DDP processes).
 
-Pixel metrics at a threshold come from torchmetrics (IoU, Dice/F1, precision, recall; binary on the
-positive class, macro over classes for multi-class masks). Two are written here because torchmetrics
-has no equivalent: Lim et al.'s soft IoU, and SpaceNet's building F1 counts.
+Pixel metrics at a threshold come from torchmetrics (pixel accuracy, IoU, Dice/F1, precision, recall;
+binary on the positive class, macro over classes for multi-class masks, whose IoU is then the mean IoU
+and which add the mean per-class accuracy and each class's IoU). Two are written here because
+torchmetrics has no equivalent: Lim et al.'s soft IoU, and SpaceNet's building F1 counts.
 """
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
+    BinaryAccuracy,
     BinaryF1Score,
     BinaryJaccardIndex,
     BinaryPrecision,
     BinaryRecall,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassJaccardIndex,
     MulticlassPrecision,
@@ -71,11 +75,49 @@ class SoftIoU(Metric):
         return (self.total / self.batches).float()
 
 
+class MeanClassAccuracy(MulticlassConfusionMatrix):
+    """Long et al.'s mean accuracy: over the classes present in the target, the mean share of each one's
+    pixels predicted as it. (torchmetrics' macro accuracy also averages in, as 0, classes that are only
+    predicted.) Shares its confusion matrix with the IoUs in one MetricCollection."""
+
+    def __init__(self, num_classes: int, ignore_index: int) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
+
+    def compute(self) -> torch.Tensor:
+        matrix = self.confmat.double()
+        totals = matrix.sum(dim=1)
+        present = totals > 0
+        return (matrix.diagonal()[present] / totals[present]).mean().float()
+
+
+class ClassIoU(MulticlassJaccardIndex):
+    """The IoU of one class of a multi-class mask, a scalar to log. In one MetricCollection, the instances
+    for every class and the mean IoU share a single confusion matrix (torchmetrics' compute groups)."""
+
+    def __init__(self, class_index: int, num_classes: int, ignore_index: int) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index, average="none")
+        self.class_index = class_index
+
+    def compute(self) -> torch.Tensor:
+        return super().compute()[self.class_index]
+
+
+def class_iou_metrics(class_names: list[str], ignore_index: int) -> dict[str, ClassIoU]:
+    """``iou_<class name>`` for every class (spaces in names become underscores)."""
+    return {
+        f"iou_{'_'.join(name.split())}": ClassIoU(index, len(class_names), ignore_index)
+        for index, name in enumerate(class_names)
+    }
+
+
 def pixel_metrics(num_classes: int, threshold: float, ignore_index: int) -> MetricCollection:
-    """soft_iou, iou, dice, precision, recall; binary when ``num_classes`` is 2 (one logit channel)."""
+    """soft_iou, pixel_accuracy, iou, dice, precision, recall; binary when ``num_classes`` is 2 (one logit
+    channel), else macro averages (``iou`` is the mean IoU) and ``mean_accuracy`` (of the per-class
+    accuracies)."""
     if num_classes == 2:
         options = {"threshold": threshold, "ignore_index": ignore_index}
         metrics = {
+            "pixel_accuracy": BinaryAccuracy(**options),
             "iou": BinaryJaccardIndex(**options),
             "dice": BinaryF1Score(**options),
             "precision": BinaryPrecision(**options),
@@ -84,6 +126,8 @@ def pixel_metrics(num_classes: int, threshold: float, ignore_index: int) -> Metr
     else:
         options = {"num_classes": num_classes, "ignore_index": ignore_index, "average": "macro"}
         metrics = {
+            "pixel_accuracy": MulticlassAccuracy(**options | {"average": "micro"}),
+            "mean_accuracy": MeanClassAccuracy(num_classes, ignore_index),
             "iou": MulticlassJaccardIndex(**options),
             "dice": MulticlassF1Score(**options),
             "precision": MulticlassPrecision(**options),
