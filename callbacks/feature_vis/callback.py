@@ -21,6 +21,7 @@ from callbacks.inspection import InspectionCallback, ProbeSet
 from callbacks.lca.callback import LossChangeAllocation
 from callbacks.model_copy import find_layer
 from lightning_app.errors import UserInputError, check_positive
+from models.receptive_field import Field, theoretical_fields
 
 BANDS_FILE = "feature_vis_bands.json"
 LCA_CHOICES = ("lca_top_helped", "lca_top_hurt")
@@ -43,6 +44,15 @@ def band_statistics(datamodule, size: int, seed: int) -> BandStatistics:
     chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:size]
     images = torch.stack([split[int(i)][0] for i in chosen])
     return BandStatistics.of(datamodule.denormalize(images))
+
+
+def receptive_fields(model: nn.Module) -> dict[str, Field]:
+    """Each layer's theoretical receptive field, to crop the dataset examples; none for a network
+    torch.fx cannot trace (the examples are then cropped to the extent of the gradient)."""
+    try:
+        return theoretical_fields(model)
+    except UserInputError:
+        return {}
 
 
 class FeatureVisualization(InspectionCallback):
@@ -72,7 +82,8 @@ class FeatureVisualization(InspectionCallback):
         steps, lr, fourier, seed: the render (Adam; Fourier or pixel parameters).
         transforms: random transforms as a list like ``[{pad: 12}, {jitter: 8}, {scale: [0.9, 1.1]},
             {rotate: [-5, 0, 5]}, {blur: 0.5}]``; default Lucid's standard set.
-        examples: dataset examples shown per channel (0: none).
+        examples: dataset examples shown per channel (0: none), each cropped to the receptive field of
+            the channel's strongest position.
         statistics_size: training images the band statistics are estimated from.
         penalties: weights of penalties on the image subtracted from every objective: ``{tv: 0.01}``
             (total variation), ``l1``, ``l2``.
@@ -203,6 +214,7 @@ class FeatureVisualization(InspectionCallback):
             count = self.channels[RELEVANCE_CHOICE]
             self.chosen = ranked_filters(model, probe.inputs, self.layers, count)
         model.requires_grad_(False)
+        fields = receptive_fields(model) if self.examples else {}
         for layer in self.layers:
             if self.objective == "layer":
                 objectives = [named_objective("layer", layer)]
@@ -216,7 +228,11 @@ class FeatureVisualization(InspectionCallback):
             )
             self.renderings[layer] = rendering
             rows = [
-                (self.caption(layer, item.name, position, value), image, self._examples(model, item, probe))
+                (
+                    self.caption(layer, item.name, position, value),
+                    image,
+                    self._examples(model, item, probe, fields),
+                )
                 for position, (item, image, value) in enumerate(
                     zip(objectives, rendering.images, rendering.end.tolist(), strict=True)
                 )
@@ -226,10 +242,10 @@ class FeatureVisualization(InspectionCallback):
             )
             writer.add_figure(f"{self.tag}/{layer}", figure, step)
 
-    def _examples(self, model: nn.Module, item, probe: ProbeSet) -> list:
+    def _examples(self, model: nn.Module, item, probe: ProbeSet, fields: dict[str, Field]) -> list:
         if not isinstance(item, Channel) or not self.examples:
             return []
-        return top_examples(model, item, probe.inputs, self.examples)
+        return top_examples(model, item, probe.inputs, self.examples, fields.get(item.layer))
 
     def _title(self, layer: str, step: int) -> str:
         title = f"{layer} at step {step}: rendered | the probe images that activate it most"
