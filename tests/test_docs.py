@@ -28,6 +28,6 @@ def test_every_source_named_in_the_readme_is_in_the_references():
     readme = (ROOT / "README.md").read_text()
     for name in (
         "Lan et al.", "Macura", "Lim et al.", "Lees", "Barsch and Eilertsen", "Adebayo et al.",
-        "Olah et al.", "Simonyan et al.", "Mordvintsev et al.",
+        "Olah et al.", "Simonyan et al.", "Mordvintsev et al.", "Long et al.",
     ):  # fmt: skip
         assert name in readme and name in references, name

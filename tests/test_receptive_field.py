@@ -67,3 +67,38 @@ def test_layers_command_prints_theoretical_and_measured_fields(capsys):
     assert rows["net.conv2"][-4:] == ["8", "2", "0", "8"]
     assert rows["net.pool2"][-4:] == ["10", "4", "0", "10"]
     assert rows["net.fc1"][-1] == "whole"
+
+
+def test_dataset_example_crop_is_the_receptive_field_of_the_strongest_unit():
+    """With positive weights, no bias, average pooling and a positive image, every pixel of a unit's field
+    reaches its gradient: the theoretical window (clipped to the image) equals the gradient's extent, at
+    the corner (clipped by the padding) and inside. Layer "3": field 8, stride 2, padding 3 -> unit
+    (r, c) sees rows 2 r - 3 to 2 r + 4."""
+    from callbacks.feature_vis.examples import field_box, receptive_box
+    from callbacks.feature_vis.objectives import Channel
+
+    net = stack(pool=True)
+    net[2] = nn.AvgPool2d(2)  # a max-pool passes the gradient of one pixel of four
+    for layer in (net[0], net[3]):
+        nn.init.uniform_(layer.weight, 0.1, 1.0)
+        nn.init.zeros_(layer.bias)
+    field = theoretical_fields(net)["3"]
+    assert field_box(field, 0, 0, 32, 32) == (0, 0, 5, 5)
+    assert field_box(field, 5, 9, 32, 32) == (7, 15, 15, 23)
+    assert field_box(field, 15, 15, 30, 32) == (27, 27, 30, 32)
+    channel = Channel(layer="3", channel=1)
+    for spot in ((0, 0), (13, 21)):
+        image = torch.full((1, 1, 32, 32), 0.01)
+        image[0, 0, spot[0], spot[1]] = 10.0  # the strongest unit is the one over this pixel
+        theoretical = receptive_box(net, channel, image, field)
+        assert theoretical == receptive_box(net, channel, image, None)  # the gradient's extent
+        assert theoretical[0] <= spot[0] < theoretical[2] and theoretical[1] <= spot[1] < theoretical[3]
+
+
+def test_layers_after_up_sampling_have_no_computed_field():
+    from models.nets.fcn import VGG16FCN
+
+    fields = theoretical_fields(VGG16FCN("8s", classes=2))
+    assert fields["classifier.0"] == Field((404, 404), (32, 32), (186, 186))  # fc6: 212 + 6 x 32
+    assert fields["score_pool.pool3"] == Field((44, 44), (8, 8), (18, 18))  # pool3
+    assert fields["upscore_to.pool4"].upsampled and fields["upscore"].upsampled
