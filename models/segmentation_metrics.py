@@ -91,11 +91,14 @@ class MeanClassAccuracy(MulticlassConfusionMatrix):
 
 
 class ClassIoU(MulticlassJaccardIndex):
-    """The IoU of one class of a multi-class mask, a scalar to log. In one MetricCollection, the instances
-    for every class and the mean IoU share a single confusion matrix (torchmetrics' compute groups)."""
+    """The IoU of one class of a multi-class mask, a scalar to log; NaN when the class is neither in the
+    target nor predicted (0 would read as a failure). In one MetricCollection, the instances for every
+    class and the mean IoU share a single confusion matrix (torchmetrics' compute groups)."""
 
     def __init__(self, class_index: int, num_classes: int, ignore_index: int) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index, average="none")
+        super().__init__(
+            num_classes=num_classes, ignore_index=ignore_index, average="none", zero_division=float("nan")
+        )
         self.class_index = class_index
 
     def compute(self) -> torch.Tensor:

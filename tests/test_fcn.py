@@ -14,7 +14,7 @@ from callbacks.contracts import VisualisableDataModule
 from datamodules.synthetic_shapes import SyntheticShapesDataModule, shape_mask
 from lightning_app.errors import UserInputError
 from models.nets.fcn import VGG16FCN, TorchvisionFCN, bilinear_upsampling
-from models.segmentation_metrics import class_iou_metrics, pixel_metrics
+from models.segmentation_metrics import ClassIoU, class_iou_metrics, pixel_metrics
 
 VGG16_CLASSIFIER = 138_357_544  # torchvision's vgg16, 1,000 classes
 VGG16_HEAD = 4096 * 1000 + 1000  # its last Linear, which an FCN drops
@@ -149,6 +149,9 @@ def test_multiclass_metrics_equal_the_confusion_matrix_formulas():
         assert values[key] == pytest.approx(iou[index])
     assert matrix[:, 3].sum() > 0 and values["iou_c_d"] == 0.0  # predicted, never true: IoU 0
     assert len(metrics.compute_groups) < len(metrics)  # the per-class IoUs share one confusion matrix
+    absent = ClassIoU(2, 3, 255)  # class 2 neither true nor predicted: undefined, not 0
+    absent.update(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]))
+    assert torch.isnan(absent.compute())
 
 
 def test_synthetic_shapes_are_seeded_per_split_and_masks_match_the_shapes():
@@ -205,8 +208,8 @@ def test_fcn8s_config_logs_the_segmentation_metrics_per_class_and_explains(tmp_p
     tp = np.diag(matrix)
     union = matrix.sum(0) + matrix.sum(1) - tp
     for index, name in enumerate(names):
-        expected = tp[index] / union[index] if union[index] else 0.0
-        assert logged[f"val/iou_{name}"] == pytest.approx(expected, abs=1e-6)
+        expected = tp[index] / union[index] if union[index] else float("nan")
+        assert logged[f"val/iou_{name}"] == pytest.approx(expected, abs=1e-6, nan_ok=True)
     assert logged["val/pixel_accuracy"] == pytest.approx(tp.sum() / matrix.sum(), abs=1e-6)
     events = EventAccumulator(fit.trainer.log_dir, size_guidance={"images": 0})
     events.Reload()
