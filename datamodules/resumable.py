@@ -16,6 +16,7 @@ random state of rank 0 only) and with data workers (their generators are re-seed
 """
 
 import random
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -31,8 +32,11 @@ class ResumableRandomSampler(RandomSampler, torch.utils.data.RandomSampler):
     loader by that type, and under DDP replaces its sampler with a shuffling ``DistributedSampler``."""
 
 
-def shuffled_loader(dataset: Dataset, batch_size: int, num_workers: int) -> StatefulDataLoader:
-    """A resumable loader drawing ``dataset`` in an order set by the run's seed (``seed_everything``)."""
+def shuffled_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, collate_fn: Callable | None = None
+) -> StatefulDataLoader:
+    """A resumable loader drawing ``dataset`` in an order set by the run's seed (``seed_everything``),
+    batched by ``collate_fn`` (PyTorch's default when None)."""
     seed = torch.initial_seed()
     return StatefulDataLoader(
         dataset,
@@ -41,6 +45,7 @@ def shuffled_loader(dataset: Dataset, batch_size: int, num_workers: int) -> Stat
         generator=torch.Generator().manual_seed(seed + 1),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        collate_fn=collate_fn,
     )
 
 

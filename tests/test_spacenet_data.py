@@ -18,12 +18,14 @@ from datamodules.spacenet import SpaceNetDataModule
 from datamodules.spacenet.augmentation import DEFAULT_AUGMENTATIONS, Augmentation
 from datamodules.spacenet.geo_output import mask_polygons, write_geotiff, write_polygons_geojson
 from datamodules.spacenet.masks import MaskCache
+from datamodules.spacenet.pending_image import PendingImage, collate_samples
 from datamodules.spacenet.rasters import read_info
 from datamodules.spacenet.splits import report_subtile_split
 from datamodules.spacenet.tiling import sliding_windows, stitch
 from lightning_app.errors import UserInputError
 from tests.spacenet_fixtures import (
     SN6_STEM,
+    make_spacenet3,
     make_spacenet6,
     pixel_box,
     rgb_pixels,
@@ -449,21 +451,35 @@ def d4(array: np.ndarray) -> list[np.ndarray]:
     return turns + [turn[..., ::-1] for turn in turns]
 
 
-@pytest.mark.parametrize("extra", [[], [{"Transpose": {"p": 0.0}}]])
-def test_flips_and_rotations_as_views_match_albumentations(extra):
-    """The default transforms run as views of the raw pixels (one of the 8 flips and rotations, the mask
-    alike, all 8 drawn); adding another transform sends them through albumentations, with the same
-    outcomes."""
+@pytest.mark.parametrize(
+    ("extra", "dtype", "size"),
+    [
+        ([], np.uint16, (6, 6)),
+        ([], np.uint16, (6, 7)),
+        ([], np.uint8, (5, 5)),
+        ([], np.float32, (6, 6)),
+        ([], np.float64, (6, 7)),
+        ([{"Transpose": {"p": 0.0}}], np.uint16, (6, 6)),
+    ],
+)
+def test_flips_and_rotations_as_views_match_albumentations(extra, dtype, size):
+    """The default transforms run as views of the raw pixels (one of the 8 flips and rotations, made
+    contiguous by OpenCV for any dtype, in the given arrays when square; the mask alike; all 8 drawn);
+    adding another transform sends them through albumentations, with the same outcomes."""
     augmentation = Augmentation([*DEFAULT_AUGMENTATIONS, *extra])
     assert augmentation.on_raw_pixels == (not extra)
-    image = np.arange(2 * 6 * 6, dtype=np.uint16).reshape(2, 6, 6)  # raw pixels, as the reader passes them
+    image = np.arange(2 * size[0] * size[1], dtype=dtype).reshape(2, *size)  # raw pixels, as read
     mask = (image[0] % 7).astype(np.uint8)
     seen = set()
     torch.manual_seed(0)
     for _ in range(80):
-        out_image, out_mask = augmentation(image, mask)
+        given_image, given_mask = image.copy(), mask.copy()
+        out_image, out_mask = augmentation(given_image, given_mask)
         index = next(i for i, candidate in enumerate(d4(image)) if np.array_equal(candidate, out_image))
-        assert np.array_equal(out_mask, d4(mask)[index])
+        assert np.array_equal(out_mask, d4(mask)[index]) and out_image.dtype == dtype
+        if not extra:
+            assert out_image.flags.c_contiguous and out_mask.flags.c_contiguous
+            assert (out_image is given_image and out_mask is given_mask) == (out_image.shape == image.shape)
         seen.add(index)
     assert seen == set(range(8))
 
@@ -475,6 +491,42 @@ def test_loaders_move_uint8_masks_and_widen_them_on_the_device(tmp_path):
     widened = data.on_after_batch_transfer((images, masks), 0)[1]
     assert widened.dtype == torch.long and torch.equal(widened, masks.long())
     assert data.evaluation_subset("train", size=1)[0][1].dtype == torch.long  # what callbacks batch
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loaders_write_each_image_into_the_batch_as_the_dataset_gives_it(tmp_path, workers):
+    """The loaders' collate normalises, adds the city planes and zero-pads every image straight into the
+    batch (in shared memory in a worker): the batches equal the dataset's own samples, whose bands are the
+    raw pixels / max_value."""
+    aoi = make_spacenet3(tmp_path / "sn3", tiles=6, size=70)
+    data = datamodule(aoi, tmp_path, city_channels=True, max_value=2047, val_fraction=0.5, test_fraction=0.0,
+                      num_workers=workers)  # fmt: skip
+    dataset = data.dataset("val")
+    batches = list(data.val_dataloader())
+    assert [len(images) for images, _ in batches] == [2, 1]
+    images, masks = (torch.cat(parts) for parts in zip(*batches, strict=True))
+    assert images.shape == (3, 12, 96, 96) and masks.dtype == torch.uint8
+    assert torch.equal(images, torch.stack([dataset[i][0] for i in range(3)]))
+    assert torch.equal(masks.long(), torch.stack([dataset[i][1] for i in range(3)]))
+    with rasterio.open(dataset.reader.tiles[dataset.windows[0].tile].pair.image) as source:
+        raw = source.read()
+    assert torch.equal(images[0, :8, :70, :70], torch.from_numpy(raw / np.float32(2047)))
+    assert (images[:, 8 + 3, :70, :70] == 1).all() and (images[:, 8:11] == 0).all()  # Khartoum's plane
+    assert (images[:, :, 70:] == 0).all() and (images[:, :, :, 70:] == 0).all()  # padding
+
+
+def test_pending_images_already_normalised_are_copied_and_shapes_must_agree():
+    pixels = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    image = PendingImage(pixels, None, None, 5, 6).array()
+    assert (
+        image.shape == (2, 5, 6) and np.array_equal(image[:, :3, :4], pixels) and image.sum() == pixels.sum()
+    )
+    mask = torch.zeros(5, 6, dtype=torch.uint8)
+    other = PendingImage(pixels, None, None, 6, 6)
+    with pytest.raises(
+        RuntimeError, match=r"cannot batch images of different shapes \[\(2, 5, 6\), \(2, 6, 6\)\]"
+    ):
+        collate_samples([(PendingImage(pixels, None, None, 5, 6), mask), (other, mask)])
 
 
 def test_bad_augmentation_is_reported_at_start_up(tmp_path):

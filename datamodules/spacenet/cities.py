@@ -20,8 +20,7 @@ def city_index(tile_id: str) -> int:
     )
 
 
-def city_planes(tile_id: str, height: int, width: int) -> np.ndarray:
-    """(4, height, width) float32: ones in the plane of the tile's city, zeros elsewhere."""
-    planes = np.zeros((len(CITIES), height, width), dtype=np.float32)
-    planes[city_index(tile_id)] = 1.0
-    return planes
+def write_city_planes(tile_id: str, out: np.ndarray) -> None:
+    """Fill ``out`` (4, height, width): ones in the plane of the tile's city, zeros elsewhere."""
+    out[...] = 0.0
+    out[city_index(tile_id)] = 1.0

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from datamodules.image_files import expand_image_paths, output_names
@@ -24,6 +24,7 @@ from datamodules.spacenet.labels import LINEAR, POLYGONAL, read_labels
 from datamodules.spacenet.layouts import Discovery, TilePair, discover
 from datamodules.spacenet.masks import BACKGROUND, MaskCache, MaskSettings
 from datamodules.spacenet.normalization import Normalization
+from datamodules.spacenet.pending_image import collate_samples
 from datamodules.spacenet.rasters import RasterInfo, check_bands, read_info, read_valid, read_window
 from datamodules.spacenet.splits import (
     SPLITS,
@@ -472,21 +473,22 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         windows = [window for p in positions for window in self._tile_windows(p, tiles[p].info)]
         return common_padding(windows)
 
-    def dataset(self, split: str, augment: bool = True, compact_masks: bool = False) -> SpaceNetDataset:
+    def dataset(self, split: str, augment: bool = True, loader_samples: bool = False) -> SpaceNetDataset:
         """The ``split`` ('train', 'val' or 'test') as a dataset. 'train' with ``augment`` is the training
-        set (random crops, augmentation); otherwise fixed windows without augmentation. ``compact_masks``:
-        uint8 masks (this module's loaders; ``on_after_batch_transfer`` widens them)."""
+        set (random crops, augmentation); otherwise fixed windows without augmentation. ``loader_samples``:
+        samples for this module's loaders (:class:`SpaceNetDataset`; ``on_after_batch_transfer`` widens
+        their masks)."""
         if split not in SPLITS:
             raise UserInputError(f"split {split!r} is not one of {SPLITS}")
         self.setup()
         source = f"spacenet:{self.data_dir}:{split}"
         if not (split == "train" and augment):
             windows = self._windows(split, training=False)
-            return SpaceNetDataset(self.reader(), source, windows=windows, compact_masks=compact_masks)
+            return SpaceNetDataset(self.reader(), source, windows=windows, loader_samples=loader_samples)
         if self.crop_size is None or self._has_subtiles(split):
             windows = self._windows(split, training=True)
             return SpaceNetDataset(self.reader(), source, windows=windows, augmentation=self.augmentation,
-                                   compact_masks=compact_masks)  # fmt: skip
+                                   loader_samples=loader_samples)  # fmt: skip
         return SpaceNetDataset(
             self.reader(),
             source,
@@ -494,7 +496,7 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
             crop_size=self.crop_size,
             reject_empty=self.reject_empty_crops,
             augmentation=self.augmentation,
-            compact_masks=compact_masks,
+            loader_samples=loader_samples,
         )
 
     def full_tile_dataset(self, split: str) -> SpaceNetDataset:
@@ -539,22 +541,24 @@ class SpaceNetDataModule(ResumableData, pl.LightningDataModule):
         differentiable)."""
         return self.normalization.from_display(images)
 
-    def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: SpaceNetDataset, batch_size: int) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_samples if dataset.loader_samples else None,
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
-        return shuffled_loader(self.dataset("train", compact_masks=True), self.batch_size, self.num_workers)
+        dataset = self.dataset("train", loader_samples=True)
+        return shuffled_loader(dataset, self.batch_size, self.num_workers, collate_fn=collate_samples)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val", compact_masks=True), self.eval_batch_size)
+        return self._loader(self.dataset("val", loader_samples=True), self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test", compact_masks=True), self.eval_batch_size)
+        return self._loader(self.dataset("test", loader_samples=True), self.eval_batch_size)
 
     def predict_dataset(self) -> SpaceNetDataset:
         """The ``predict_files`` GeoTIFFs (no labels: masks are all ``ignore_index``), or the test split."""

@@ -8,10 +8,10 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.spacenet.augmentation import Augmentation
-from datamodules.spacenet.cities import city_planes
 from datamodules.spacenet.layouts import TilePair
 from datamodules.spacenet.masks import BACKGROUND, MaskCache
 from datamodules.spacenet.normalization import Normalization
+from datamodules.spacenet.pending_image import PendingImage
 from datamodules.spacenet.rasters import RasterInfo, keep_worker_environment, read_window
 from datamodules.spacenet.tiling import TileWindow, random_crop
 
@@ -52,26 +52,33 @@ class TileReader:
             return np.full((window.height, window.width), self.ignore_index, dtype=np.uint8)
         return self.masks.read(self.tiles[window.tile].pair, window.window)
 
+    def pending(
+        self, window: TileWindow, mask: np.ndarray | None = None, augmentation: Augmentation | None = None
+    ) -> tuple[PendingImage, np.ndarray]:
+        """The window's image up to its last step (see :class:`PendingImage`) and its mask (uint8,
+        augmented and padded)."""
+        keep_worker_environment()
+        pixels = read_window(self.tiles[window.tile].pair.image, self.bands, window.window, dtype=None)
+        mask = self.mask(window) if mask is None else mask
+        normalization = self.normalization
+        if augmentation is not None and augmentation.on_raw_pixels:
+            pixels, mask = augmentation(pixels, mask)
+        elif augmentation is not None:
+            pixels, mask = augmentation(normalization(pixels), mask)
+            normalization = None
+        pad_rows, pad_cols = window.padded_height - pixels.shape[1], window.padded_width - pixels.shape[2]
+        if pad_rows or pad_cols:
+            mask = np.pad(mask, ((0, pad_rows), (0, pad_cols)), constant_values=self.ignore_index)
+        city = self.tiles[window.tile].pair.tile_id if self.city_channels else None
+        pending = PendingImage(pixels, normalization, city, window.padded_height, window.padded_width)
+        return pending, np.ascontiguousarray(mask)
+
     def read(
         self, window: TileWindow, mask: np.ndarray | None = None, augmentation: Augmentation | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The window's image (float32, normalised, augmented, padded) and mask (uint8)."""
-        keep_worker_environment()
-        pixels = read_window(self.tiles[window.tile].pair.image, self.bands, window.window, dtype=None)
-        mask = self.mask(window) if mask is None else mask
-        if augmentation is not None and augmentation.on_raw_pixels:
-            pixels, mask = augmentation(pixels, mask)
-        image = self.normalization(pixels)
-        if augmentation is not None and not augmentation.on_raw_pixels:
-            image, mask = augmentation(image, mask)
-        if self.city_channels:
-            tile_id = self.tiles[window.tile].pair.tile_id
-            image = np.concatenate([image, city_planes(tile_id, *image.shape[1:])])
-        pad_rows, pad_cols = window.padded_height - image.shape[1], window.padded_width - image.shape[2]
-        if pad_rows or pad_cols:
-            image = np.pad(image, ((0, 0), (0, pad_rows), (0, pad_cols)))
-            mask = np.pad(mask, ((0, pad_rows), (0, pad_cols)), constant_values=self.ignore_index)
-        return image, np.ascontiguousarray(mask)
+        pending, mask = self.pending(window, mask, augmentation)
+        return pending.array(), mask
 
 
 class SpaceNetDataset(Dataset):
@@ -79,8 +86,10 @@ class SpaceNetDataset(Dataset):
     ``tiles`` per epoch, a crop without labelled pixels redrawn with probability ``reject_empty``.
 
     ``source_indices`` are the tiles' positions in the DataModule's tile list (``tile_ids`` names them).
-    Masks are int64, or uint8 with ``compact_masks`` (the DataModule's loaders: 8 times less to move
-    between processes; the DataModule widens them once the batch is on its device).
+    Samples are ``(image float32 tensor, mask int64 tensor)``. With ``loader_samples`` (the DataModule's
+    loaders) they are ``(PendingImage, mask uint8 tensor)`` for :func:`collate_samples`, which writes the
+    images into the batch: one pass fewer over every image, and 8 times less mask to move between
+    processes (the DataModule widens the masks once the batch is on its device).
     """
 
     def __init__(
@@ -92,7 +101,7 @@ class SpaceNetDataset(Dataset):
         crop_size: int | None = None,
         reject_empty: float = 0.0,
         augmentation: Augmentation | None = None,
-        compact_masks: bool = False,
+        loader_samples: bool = False,
     ) -> None:
         if (windows is None) == (tiles is None):
             raise ValueError("give either fixed windows or tiles to crop from")
@@ -103,7 +112,7 @@ class SpaceNetDataset(Dataset):
         self.crop_size = crop_size
         self.reject_empty = reject_empty
         self.augmentation = augmentation
-        self.compact_masks = compact_masks
+        self.loader_samples = loader_samples
 
     @property
     def tile_indices(self) -> list[int]:
@@ -125,17 +134,21 @@ class SpaceNetDataset(Dataset):
         for _ in range(CROP_TRIES):
             window = random_crop(tile, info.height, info.width, self.crop_size)
             mask = self.reader.mask(window)
+            if not self.reject_empty:
+                break
             labelled = np.any((mask != BACKGROUND) & (mask != self.reader.ignore_index))
-            if labelled or not self.reject_empty or float(torch.rand(1)) >= self.reject_empty:
+            if labelled or float(torch.rand(1)) >= self.reject_empty:
                 break
         return window, mask
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | PendingImage, torch.Tensor]:
         if self.windows is not None:
-            image, mask = self.reader.read(self.windows[index], augmentation=self.augmentation)
+            pending, mask = self.reader.pending(self.windows[index], augmentation=self.augmentation)
         else:
-            image, mask = self.reader.read(
+            pending, mask = self.reader.pending(
                 *self._crop(self.crop_tiles[index]), augmentation=self.augmentation
             )
         mask = torch.from_numpy(mask)
-        return torch.from_numpy(image), mask if self.compact_masks else mask.long()
+        if self.loader_samples:
+            return pending, mask
+        return torch.from_numpy(pending.array()), mask.long()

@@ -74,11 +74,11 @@ class Normalization:
             raise UserInputError(f"normalisation statistics have {len(values)} bands, the image has {bands}")
         return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """``pixels`` (C, H, W; any dtype and strides) normalised into a new C-contiguous float32 array,
-        written in one pass per operation."""
+    def __call__(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``pixels`` (C, H, W; any dtype and strides) normalised into ``out`` (float32, the same shape;
+        a new C-contiguous array when None), written in one pass per operation."""
         bands = pixels.shape[0]
-        out = np.empty(pixels.shape, dtype=np.float32)
+        out = np.empty(pixels.shape, dtype=np.float32) if out is None else out
         if self.method == "fixed":
             return np.divide(pixels, np.float32(self.max_value), out=out, casting="unsafe")
         if self.needs_statistics:
