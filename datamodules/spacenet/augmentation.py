@@ -9,9 +9,10 @@ that all transforms share, so each transform's draw is independent of the others
 When every transform is a flip or a 90 degree rotation with only ``p`` set (the default), they are drawn
 the same way (torch's generator, each with its ``p``; a rotation by 0 to 3 quarter turns as
 albumentations' ``RandomRotate90`` draws) but applied to the raw pixels before the normalisation, as
-numpy views composed into one of the 8 flips and rotations, which OpenCV then copies band by band in
-one pass (uint16 moves half the bytes of float32); albumentations' copies after every transform cost as
-much as reading the window (see bench/spacenet_loading.py).
+numpy views composed into one of the 8 flips and rotations, which OpenCV then applies plane by plane in
+one pass, in place unless a quarter turn changes the shape (uint16 moves half the bytes of float32);
+albumentations' copies after every transform cost as much as reading the window (see
+bench/spacenet_loading.py).
 """
 
 import random
@@ -47,7 +48,7 @@ def _view(transform: A.BasicTransform, image: np.ndarray, mask: np.ndarray) -> t
 
 def _move_plane(plane: np.ndarray, out: np.ndarray, transposed: bool, rows: bool, columns: bool) -> None:
     """``out`` = ``plane`` transposed (if), then its rows and columns reversed (if); ``out`` may be
-    ``plane`` itself when it is square."""
+    ``plane`` itself unless a non-square plane is transposed."""
     if transposed:
         cv2.transpose(plane, dst=out)
     if rows or columns:
