@@ -6,7 +6,7 @@ the roads buffered by 2 m, blurred, with noise and with ``--gaps`` roads broken,
 Timed per tile (best of ``--repeats``):
 
 - extraction: probability map -> threshold, small objects, skeleton (scikit-image) -> sknw graph ->
-  simplified lines -> metric graph (``RoadExtraction`` + ``road_graph``);
+  simplified lines -> graph by apls.py's rules for pixel lines (``RoadExtraction`` + ``pixel_graph``);
 - APLS: control points, snapping both ways and path lengths (``datamodules.spacenet.roads.apls``);
 - baseline: networkx's all-pairs Dijkstra over the same four graphs, the path-length step CosmiQ's
   apls.py runs (it is only that step, so the ratio understates the gap to the whole of apls.py).
@@ -24,14 +24,18 @@ import numpy as np
 import rasterio.features
 import scipy.ndimage
 import shapely
+from rasterio.crs import CRS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datamodules.spacenet.roads import RoadExtraction, apls, road_graph  # noqa: E402
-from datamodules.spacenet.roads.apls import _control, _named, snap_points  # noqa: E402
+from datamodules.spacenet.roads import MetricFrame, RoadExtraction, apls, pixel_graph  # noqa: E402
+from datamodules.spacenet.roads.apls import with_midpoints, with_points  # noqa: E402
+from datamodules.spacenet.roads.graph import RoadLine, without_repeated_edges  # noqa: E402
+from datamodules.spacenet.roads.tile_graphs import geojson_graph  # noqa: E402
 
 SIZE, PIXEL = 1300, 0.3  # SpaceNet 3 tiles: 1,300 px at 0.3 m
+METRIC = CRS.from_epsg(32611)  # any metric CRS: the lines are in metres from the tile origin
 
 
 def road_lines(spacing: float, rng: np.random.Generator) -> list[shapely.LineString]:
@@ -70,14 +74,20 @@ def best_of(repeats: int, run) -> tuple[float, object]:
     return min(times), result
 
 
+def truth_graph(lines: list[shapely.LineString]):
+    """The truth graph of lines in metres, by apls.py's rules for GeoJSON lines (planar lengths here)."""
+    vertices = [np.asarray(line.coords) for line in lines]
+    return geojson_graph([RoadLine(v, np.hypot(*np.diff(v, axis=0).T)) for v in vertices])
+
+
 def networkx_all_pairs(truth, proposal) -> None:
     """The path lengths apls.py computes with networkx: both graphs with control points, and each with
     the other's control points snapped in."""
-    truth, proposal = _named(truth, "truth"), _named(proposal, "proposal")
-    for source, target in ((truth, proposal), (proposal, truth)):
-        dense, nodes = _control(source, 50.0, None, 0)
-        points = [(node, dense.nodes[node]["x"], dense.nodes[node]["y"]) for node in nodes]
-        snapped, _ = snap_points(target, points, 4.0)
+    truth, proposal = without_repeated_edges(truth), without_repeated_edges(proposal)
+    for side, source, target in (("truth", truth, proposal), ("proposal", proposal, truth)):
+        dense = with_midpoints(source, 50.0, corrected=False)
+        points = [((side, n), dense.nodes[n]["x"], dense.nodes[n]["y"]) for n in dense.nodes]
+        snapped = with_points(target, points, 4.0, corrected=False)
         for graph in (dense, snapped):
             dict(nx.all_pairs_dijkstra_path_length(graph, weight="length"))
 
@@ -93,15 +103,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     lines = road_lines(args.spacing, rng)
     probability = probability_map(lines, args.gaps, rng)
-    truth = road_graph(lines, min_component_length=5.0)
+    truth = truth_graph(lines)
     extraction = RoadExtraction()
     extraction.lines(probability[:64, :64])  # compile sknw's numba functions outside the timing
+    frame = MetricFrame(METRIC, METRIC, rasterio.transform.Affine.scale(PIXEL))
 
     def extract():
-        pixel_lines = extraction.lines(probability)
-        return road_graph(
-            [shapely.affinity.scale(line, PIXEL, PIXEL, origin=(0, 0)) for line in pixel_lines], 3.0
-        )
+        return pixel_graph(extraction.lines(probability), frame)
 
     extract_s, proposal = best_of(args.repeats, extract)
     apls_s, score = best_of(args.repeats, lambda: apls(truth, proposal))

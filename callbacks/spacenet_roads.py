@@ -16,8 +16,9 @@ from callbacks.mosaic import Caption, Panel, mosaic_figure
 from callbacks.spacenet_tiles import FullTileEvaluation, predict_full_tiles, tile_panels
 from datamodules.spacenet.assembly import building_probability
 from datamodules.spacenet.roads import AplsSettings, MetricFrame, RoadExtraction, apls
-from datamodules.spacenet.roads.tile_graphs import proposal_graph, truth_graph
+from datamodules.spacenet.roads.tile_graphs import geojson_file_graph, pixel_graph
 from lightning_app.dashboard_logger import dashboard_tag
+from lightning_app.errors import UserInputError
 
 TRUTH_COLOUR = (0.0, 1.0, 1.0)
 PROPOSAL_COLOUR = (1.0, 0.2, 0.2)
@@ -44,19 +45,21 @@ def draw_lines(panel: np.ndarray, lines: list, step: int, colour: tuple, nodes: 
 class SpaceNetRoadEvaluation(FullTileEvaluation):
     """At the end of validation epochs, predicts every validation tile whole (stitching windows, whatever
     the validation samples are), extracts the road graph from the road probability (``extraction``:
-    threshold, small objects, skeleton, sknw) and scores it against the tile's label lines with APLS
-    (:mod:`datamodules.spacenet.roads.apls`, CosmiQ's rules; ``scoring``). Logs ``val/apls`` and its two
-    directions ``val/apls_truth_onto_proposal`` and ``val/apls_proposal_onto_truth``: the mean over the
-    tiles with truth roads (of every DDP process; labels clipped to their tile), and a TensorBoard
-    figure ``Validation/road_graphs`` of image | truth graph | probability with the predicted graph, for
-    the first ``panels`` tiles.
+    threshold, small objects, skeleton, sknw) and scores it against the tile's label file with APLS
+    (:mod:`datamodules.spacenet.roads.apls`, CosmiQ's rules; ``scoring``), building both graphs as
+    ``python -m lightning_app.evaluate spacenet-roads`` does from the prediction writer's CSV, so the two
+    agree. Logs ``val/apls`` and its two directions ``val/apls_truth_onto_proposal`` and
+    ``val/apls_proposal_onto_truth``: the mean over the tiles with truth roads (of every DDP process),
+    and a TensorBoard figure ``Validation/road_graphs`` of image | truth graph | probability with the
+    predicted graph, for the first ``panels`` tiles.
 
     Args:
         every_n_epochs: run every n validation epochs (never during the sanity check).
         max_tiles: score only the first tiles of the validation split; null scores all.
         extraction: how a probability map becomes road lines (:class:`RoadExtraction`).
         scoring: the APLS parameters (:class:`AplsSettings`: ``linestring_delta``, ``max_snap_dist``,
-            ``min_path_length``, metres).
+            ``min_path_length``, ``rules``; ``weight`` must be ``length``: predicted lines carry no
+            speeds).
         panels: tiles drawn each time; 0 draws none.
         batch_size: windows predicted at once.
     """
@@ -75,6 +78,12 @@ class SpaceNetRoadEvaluation(FullTileEvaluation):
         super().__init__(every_n_epochs, max_tiles, panels, batch_size)
         self.extraction = extraction or RoadExtraction()
         self.scoring = scoring or AplsSettings()
+        if self.scoring.weight != "length":
+            raise UserInputError(
+                f"SpaceNetRoadEvaluation: scoring.weight={self.scoring.weight!r}, but predicted road lines "
+                "carry no speeds; use weight: length (score travel times with python -m "
+                "lightning_app.evaluate spacenet-roads --weight travel_time)"
+            )
         self.truth_graphs: dict[int, nx.MultiGraph] = {}  # built once per run, with self.truth
 
     @override
@@ -91,14 +100,13 @@ class SpaceNetRoadEvaluation(FullTileEvaluation):
         ):
             road = building_probability(tile_probabilities)
             frame = MetricFrame.of_tile(dataset.reader.tiles[tile].info)
-            if tile not in self.truth:  # the labels inside the tile: what the network can see
-                info = dataset.reader.tiles[tile].info
-                clipped = [shapely.clip_by_rect(line, 0, 0, info.width, info.height) for line in
-                           datamodule.truth_geometries(tile)]  # fmt: skip
-                self.truth[tile] = [line for line in clipped if not line.is_empty]
-                self.truth_graphs[tile] = truth_graph(frame.pixels_to_metres(self.truth[tile]))
+            if tile not in self.truth:
+                self.truth[tile] = datamodule.truth_geometries(tile)
+                self.truth_graphs[tile] = geojson_file_graph(
+                    dataset.reader.tiles[tile].pair.label, frame, self.scoring.corrected
+                )
             lines = self.extraction.lines(road)
-            score = apls(self.truth_graphs[tile], proposal_graph(lines, frame), **vars(self.scoring))
+            score = apls(self.truth_graphs[tile], pixel_graph(lines, frame), self.scoring)
             if score is not None:
                 for name, value in (("apls", score.total), ("truth_onto_proposal", score.truth_onto_proposal),
                                     ("proposal_onto_truth", score.proposal_onto_truth)):  # fmt: skip

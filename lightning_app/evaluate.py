@@ -15,15 +15,20 @@ numbers; ``--strict`` makes them errors. ``--from-masks`` first turns a folder o
 (probabilities or classes; the file stem is the ImageId) into the proposal CSV.
 
     python -m lightning_app.evaluate spacenet-roads --truth TRUTH_GEOJSON_DIR --proposal PROPOSAL_DIR_OR_CSV
-        [--images TILES_DIR] [--out RESULTS.csv] [--json] [--strict]
+        [--images TILES_DIR] [--out RESULTS.csv] [--json] [--strict] [--weight length|travel_time]
+        [--speed-key inferred_speed_mps] [--rules cosmiq|corrected]
 
-``spacenet-roads`` scores SpaceNet 3 road proposals with APLS (CosmiQ's rules, see
-:mod:`datamodules.spacenet.roads.apls`): the truth is a folder of GeoJSON label files, the proposal a
-folder of GeoJSON files (one per tile, any CRS, as the prediction writer's ``graphs/``) or a submission
-CSV ``ImageId,WKT_Pix`` (``LINESTRING EMPTY`` for a tile without roads; ``--images``, the tiles'
-GeoTIFFs, places its pixels). Files pair by tile id (``AOI_2_Vegas_img12``). It prints and writes APLS,
-truth onto proposal and proposal onto truth per image, and their means per AOI and overall; a tile
-without a proposal scores 0, a tile without truth roads is not scored. Bad rows as for buildings.
+``spacenet-roads`` scores SpaceNet 3 road proposals with APLS as CosmiQ's apls.py computes it (its graph
+building, snapping and defaults; see :mod:`datamodules.spacenet.roads.apls`): the truth is a folder of
+GeoJSON label files, the proposal a folder of GeoJSON files (one per tile, any CRS, as the prediction
+writer's ``graphs/``) or a submission CSV ``ImageId,WKT_Pix`` (``LINESTRING EMPTY`` for a tile without
+roads; ``--images``, the tiles' GeoTIFFs, places its pixels). Files pair by tile id
+(``AOI_2_Vegas_img12``). It prints and writes APLS, truth onto proposal and proposal onto truth per image,
+and their means per AOI and overall; a tile without a proposal, or with an empty one, scores 0 (apls.py
+leaves a tile whose CSV rows are empty out of its mean); a tile without truth roads is not scored. Bad
+rows as for buildings. ``--weight travel_time`` compares travel times (APLS_time, SpaceNet 5): GeoJSON
+lines need a speed in m/s (``--speed-key``), CSV rows a ``travel_time_s`` column. ``--rules corrected``
+fixes what look like bugs of apls.py (README, "Roads on SpaceNet 3").
 """
 
 import argparse
@@ -46,6 +51,7 @@ from datamodules.spacenet.building_score import (
 )
 from datamodules.spacenet.geo_output import proposal_rows, scored_polygons, write_proposal_csv
 from datamodules.spacenet.roads import AplsSettings
+from datamodules.spacenet.roads.apls import RULES, WEIGHTS
 from datamodules.spacenet.roads.road_score import score_roads
 from datamodules.spacenet.wkt_csv import drop_unknown_images
 from lightning_app.errors import UserInputError, describe, run_subcommand
@@ -154,23 +160,27 @@ def road_result_rows(images: dict) -> list[dict]:
 
 
 def spacenet_roads(args: argparse.Namespace) -> None:
-    settings = AplsSettings(args.linestring_delta, args.max_snap_dist, args.min_path_length)
+    settings = AplsSettings(args.linestring_delta, args.max_snap_dist, args.min_path_length, args.weight,
+                            args.rules)  # fmt: skip
     images = Path(args.images) if args.images else None
-    scores = score_roads(Path(args.truth), Path(args.proposal), images, args.strict, settings)
+    speed_key = args.speed_key if args.weight == "travel_time" else None
+    scores = score_roads(Path(args.truth), Path(args.proposal), images, args.strict, settings, speed_key)
     if not scores.images:
         raise UserInputError(f"--truth {args.truth}: no tile has a truth road, so nothing can be scored")
     rows = road_result_rows(scores.images)
     if args.json:
-        print(json.dumps({"results": rows, "without_truth": scores.without_truth, "skipped": scores.skipped}))
+        print(json.dumps({"results": rows, "without_truth": scores.without_truth,
+                          "empty_proposals": scores.empty_proposals, "skipped": scores.skipped}))  # fmt: skip
     else:
-        print(f"SpaceNet roads APLS: {len(scores.images)} images ({len(scores.without_truth)} without truth "
-              f"roads, not scored); snap {settings.max_snap_dist:g} m, control points every "
-              f"{settings.linestring_delta:g} m")  # fmt: skip
+        print(f"SpaceNet roads APLS ({settings.weight}, {settings.rules} rules): {len(scores.images)} images "
+              f"({len(scores.without_truth)} without truth roads, not scored; {len(scores.empty_proposals)} "
+              f"with an empty proposal, scored 0); snap {settings.max_snap_dist:g} m, control points every "
+              f"{settings.linestring_delta:g} m, paths from {settings.min_path_length:g}")  # fmt: skip
         for row in rows:
-            if row["Level"] != "image":
-                print(f"  {row['Name']:<24} APLS {row['APLS']:.4f}  truth onto proposal "
-                      f"{row['APLS_gt_onto_prop']:.4f}  proposal onto truth "
-                      f"{row['APLS_prop_onto_gt']:.4f}")  # fmt: skip
+            print(
+                f"  {row['Level']:<7} {row['Name']:<24} APLS {row['APLS']:.4f}  truth onto proposal "
+                f"{row['APLS_gt_onto_prop']:.4f}  proposal onto truth {row['APLS_prop_onto_gt']:.4f}"
+            )
     _print_skipped(scores.skipped)
     if args.out:
         _write_csv(args.out, ROAD_RESULT_COLUMNS, rows)
@@ -206,11 +216,19 @@ def main(argv: list[str] | None = None) -> None:
     roads.add_argument("--out", help="write the per-image, per-AOI and overall results to this CSV")
     roads.add_argument("--json", action="store_true", help="print the results as JSON")
     roads.add_argument("--strict", action="store_true", help="unusable rows are errors, not skipped")
-    roads.add_argument("--linestring-delta", type=float, default=50.0, help="control point spacing, metres")
-    roads.add_argument("--max-snap-dist", type=float, default=4.0, help="snapping distance, metres")
-    roads.add_argument(
-        "--min-path-length", type=float, default=10.0, help="shorter paths are not compared (m)"
-    )
+    defaults = AplsSettings()
+    roads.add_argument("--linestring-delta", type=float, default=defaults.linestring_delta,
+                       help="control point spacing, metres")  # fmt: skip
+    roads.add_argument("--max-snap-dist", type=float, default=defaults.max_snap_dist,
+                       help="snapping distance, metres")  # fmt: skip
+    roads.add_argument("--min-path-length", type=float, default=defaults.min_path_length,
+                       help="shorter paths are not compared (metres; seconds for travel times)")  # fmt: skip
+    roads.add_argument("--weight", choices=WEIGHTS, default=defaults.weight,
+                       help="compare path lengths or travel times (APLS_time, SpaceNet 5)")  # fmt: skip
+    roads.add_argument("--speed-key", default="inferred_speed_mps",
+                       help="with --weight travel_time: the GeoJSON line speed property, m/s")  # fmt: skip
+    roads.add_argument("--rules", choices=RULES, default=defaults.rules,
+                       help="cosmiq: apls.py's rules and quirks; corrected: its bugs fixed")  # fmt: skip
     roads.set_defaults(run=spacenet_roads)
     run_subcommand(parser, argv)
 

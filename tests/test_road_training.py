@@ -233,3 +233,39 @@ def test_apls_is_the_mean_over_the_tiles_of_every_ddp_process(tmp_path):
     events = EventAccumulator(str(run_dir))
     events.Reload()
     assert events.Scalars("Validation/apls")[-1].value == pytest.approx(single, abs=1e-6)
+
+
+def test_validation_apls_equals_the_evaluator_on_the_written_csv(tmp_path, capsys):
+    """The same two tiles as the validation split (SpaceNetRoadEvaluation) and as the test split
+    (SpaceNetPredictionWriter's proposals.csv, scored by the evaluator): the graphs are built alike, so
+    val/apls and both its directions equal the evaluator's mean over the two tiles."""
+    from datamodules.spacenet.splits import ManifestRow, write_manifest
+
+    aoi = make_spacenet3(tmp_path / "sn3", tiles=4, size=SIZE, pixels=bright_road, overhang=1.0)
+    images = sorted((aoi / "PS-MS").glob("*.tif"))
+    labels = sorted((aoi / "geojson_roads").glob("*.geojson"))
+    options = {"data_dir": aoi, "crop_size": SIZE, "max_value": 2047, "num_workers": 0}
+    modules = {}
+    for split in ("val", "test"):
+        rows = [ManifestRow(f"AOI_5_Khartoum_img{i}", f"AOI_5_Khartoum_img{i}", split if i < 2 else "train",
+                            "", str(images[i]), str(labels[i])) for i in range(4)]  # fmt: skip
+        write_manifest(tmp_path / f"{split}.csv", rows)
+        modules[split] = SpaceNetDataModule(**options, cache_dir=tmp_path / f"cache_{split}",
+                                            split_manifest=str(tmp_path / f"{split}.csv"))  # fmt: skip
+    model = SegmentationModule(BrightBand(20.0))
+    logged = trainer(tmp_path, [SpaceNetRoadEvaluation(panels=0)]).validate(
+        model, datamodule=modules["val"], verbose=False
+    )[0]
+    out = tmp_path / "predictions"
+    trainer(tmp_path, [SpaceNetPredictionWriter(output_dir=str(out))]).predict(
+        model, datamodule=modules["test"], return_predictions=False
+    )
+    evaluate(["spacenet-roads", "--truth", str(aoi / "geojson_roads"), "--proposal",
+              str(out / "proposals.csv"), "--images", str(aoi / "PS-MS"), "--json"])  # fmt: skip
+    rows = {row["Name"]: row for row in json.loads(capsys.readouterr().out)["results"]}
+    tiles = ("AOI_5_Khartoum_img0", "AOI_5_Khartoum_img1")
+    for key, column in (("val/apls", "APLS"), ("val/apls_truth_onto_proposal", "APLS_gt_onto_prop"),
+                        ("val/apls_proposal_onto_truth", "APLS_prop_onto_gt")):  # fmt: skip
+        expected = np.mean([rows[tile][column] for tile in tiles])
+        assert logged[key] == pytest.approx(expected, abs=1e-6)
+    assert 0.5 < logged["val/apls"] < 0.99  # the roads run 1 m past the tiles: not a trivial 0 or 1

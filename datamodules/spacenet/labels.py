@@ -27,6 +27,7 @@ class Labels:
     """The geometries of one label file in the raster's CRS, and what had to be done to them."""
 
     geometries: list[BaseGeometry] = field(default_factory=list)
+    properties: list[dict] = field(default_factory=list)  # each geometry's feature properties
     repaired: int = 0
     dropped: int = 0  # features with no usable geometry of the expected kind
     outside: int = 0  # geometries that miss their tile altogether (counted when rasterised)
@@ -93,7 +94,10 @@ def _usable(shape: BaseGeometry, kinds: tuple[str, ...], labels: Labels) -> Base
         labels.repaired += 1
     parts = shapely.get_parts(shape) if shape.geom_type == "GeometryCollection" else [shape]
     kept = [part for part in parts if part.geom_type in kinds and not part.is_empty]
-    return shapely.union_all(kept) if kept else None
+    if len(kept) <= 1:
+        return kept[0] if kept else None
+    # unioning lines would node them (new vertices where they cross), which changes road graphs
+    return shapely.union_all(kept) if kept[0].geom_type in POLYGONAL else shapely.multilinestrings(kept)
 
 
 def read_labels(path: Path, raster_crs: CRS | None, kinds: tuple[str, ...] = POLYGONAL) -> Labels:
@@ -105,17 +109,20 @@ def read_labels(path: Path, raster_crs: CRS | None, kinds: tuple[str, ...] = POL
     data = read_geojson(path)
     features = data.get("features") or []
     shapes = [_shape(feature.get("geometry")) if isinstance(feature, dict) else None for feature in features]
-    parsed = [shape for shape in shapes if shape is not None and not shape.is_empty]
+    kept = [(shape, feature.get("properties") or {}) for shape, feature in zip(shapes, features, strict=True)
+            if shape is not None and not shape.is_empty]  # fmt: skip
+    parsed = [shape for shape, _ in kept]
     labels = Labels(dropped=len(features) - len(parsed))
     source = geojson_crs(data, path)
     if parsed and source == CRS.from_user_input(GEOJSON_DEFAULT_CRS):
         _check_longitude_latitude(parsed, path)
     if parsed and raster_crs is None:
         raise UserInputError(f"the tile of {path} has no CRS, so its labels cannot be placed on it")
-    for shape in _reprojected(parsed, source, raster_crs, path):
+    for shape, (_, properties) in zip(_reprojected(parsed, source, raster_crs, path), kept, strict=True):
         usable = _usable(shape, kinds, labels)
         if usable is None:
             labels.dropped += 1
         else:
             labels.geometries.append(usable)
+            labels.properties.append(properties)
     return labels

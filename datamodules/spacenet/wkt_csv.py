@@ -56,6 +56,9 @@ def read_wkt_csv(
         raise UserInputError(f"{path} is not a CSV text file ({describe(error)})") from error
     rows = CsvRows({}, {}, [])
     for number, line in enumerate(lines, start=2):
+        if not (line.get(geometry) or "").strip():
+            _unusable(path, number, f"no {geometry} value", strict, rows)
+            continue
         try:
             shape = wkt.loads(line[geometry])
             value = item(shape, line)

@@ -53,13 +53,14 @@ class MetricFrame:
         left, bottom, right, top = info.bounds
         return cls.around(info.crs, ((left + right) / 2, (bottom + top) / 2), info.transform)
 
-    def to_metres(self, geometries: list) -> list:
-        """``geometries`` in the tile's CRS, in the metric CRS."""
-        if not geometries or self.source == self.metric:
+    def to_metres(self, geometries: list, crs: CRS | None = None) -> list:
+        """``geometries`` in ``crs`` (the tile's CRS when None), in the metric CRS."""
+        source = self.source if crs is None else crs
+        if not geometries or source == self.metric:
             return list(geometries)
 
         def project(xy: np.ndarray) -> np.ndarray:
-            xs, ys = transform(self.source, self.metric, xy[:, 0], xy[:, 1])
+            xs, ys = transform(source, self.metric, xy[:, 0], xy[:, 1])
             return np.column_stack([xs, ys])
 
         return list(shapely.transform(np.asarray(geometries, dtype=object), project))
