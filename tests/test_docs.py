@@ -3,7 +3,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
-INTERNAL_NAME = re.compile(r"seed[\s#*]*_?0{2}[0-4]", re.IGNORECASE)  # also across a line break
+INTERNAL_NAME = re.compile(r"seed[\s#*_-]*0{2}[0-4]", re.IGNORECASE)  # also hyphenated, across a line break
 
 
 def tracked(*patterns: str) -> list[Path]:

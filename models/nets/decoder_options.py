@@ -1,4 +1,4 @@
-"""The seed-001 decoder and encoder options that segmentation-models-pytorch does not offer, applied to a
+"""Lim et al.'s decoder and encoder options that segmentation-models-pytorch does not offer, applied to a
 built SMP model: group norm, dropout between norm and ReLU, U-Net's transposed-convolution block, and
 other activations inside the encoder's residual blocks."""
 

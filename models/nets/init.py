@@ -1,6 +1,6 @@
 """Weight initialisation schemes of the reference implementations.
 
-The LCA reference (TensorFlow 1 Keras) initialises kernels with ``he_normal`` and the seed-002 Keras
+The LCA reference (TensorFlow 1 Keras) initialises kernels with ``he_normal`` and Lees' (2017) Keras
 networks with Keras' default ``glorot_uniform``; biases start at zero in both.
 """
 
