@@ -126,6 +126,22 @@ def test_band_statistics_whiten_the_data_and_the_parameterisation_reproduces_an_
         torch.testing.assert_close(image(), target, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("bands", [3, 4, 8])
+def test_whitening_on_realistic_multispectral_statistics(bands):
+    """11-bit bands scaled to [0, 1]: means about 0.15, standard deviations about 0.04, correlations
+    about 0.95 between bands. The whitened data's covariance is the identity (a fixed ridge of 1e-4
+    left eigenvalues of 0.29 to 0.99)."""
+    generator = torch.Generator().manual_seed(bands)
+    std = 0.04 * (1 + 0.2 * torch.rand(bands, generator=generator, dtype=torch.float64))
+    correlation = torch.full((bands, bands), 0.95, dtype=torch.float64).fill_diagonal_(1.0)
+    covariance = std[:, None] * correlation * std[None, :]
+    noise = torch.randn(bands, 200_000, generator=generator, dtype=torch.float64)
+    pixels = 0.15 + torch.linalg.cholesky(covariance) @ noise
+    statistics = BandStatistics.of(pixels.reshape(bands, 2000, 10, 10).transpose(0, 1))
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(statistics.whiten(pixels)))
+    torch.testing.assert_close(eigenvalues, torch.ones(bands, dtype=torch.float64), atol=1e-3, rtol=0)
+
+
 def test_band_statistics_are_saved_and_read_back(tmp_path):
     statistics = BandStatistics.of(torch.rand(5, 3, 8, 8))
     statistics.save(tmp_path / "bands.json")
