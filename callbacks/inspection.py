@@ -116,14 +116,18 @@ class InspectionCallback(pl.Callback):
         self.seed = seed
         self.every_n_epochs = every_n_epochs
         self.probe: ProbeSet | None = None
+        self._probe_recorded = False
         self._last_run: tuple[str, int, bool] | None = None
 
     tag: str
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check the contracts before any training."""
+        """Check the contracts before any training; for ``fit`` also draw the probe set now, so that a
+        ``size`` or ``per_class`` that cannot hold is an error before the first epoch, not after it."""
         check_contracts(type(self).__name__, pl_module, trainer.datamodule)
+        if stage == "fit" and self.probe is None:
+            self.probe = load_probe_set(trainer.datamodule, self.split, self.per_class, self.size, self.seed)
 
     @abstractmethod
     def inspect(
@@ -133,14 +137,16 @@ class InspectionCallback(pl.Callback):
         ``final`` at the end of fit, validate, test and predict."""
 
     def probe_set(self, trainer: pl.Trainer, writer: SummaryWriter) -> ProbeSet:
-        """The probe set, drawn on first use and recorded in TensorBoard's text tab."""
+        """The probe set (drawn in ``setup`` or on first use), recorded in TensorBoard's text tab once."""
         if self.probe is None:
             self.probe = load_probe_set(trainer.datamodule, self.split, self.per_class, self.size, self.seed)
+        if not self._probe_recorded:
             writer.add_text(
                 f"{self.tag}/probe_set",
                 f"{len(self.probe.indices)} images of {self.probe.source} ({self.split} split), "
                 f"indices {self.probe.indices}",
             )
+            self._probe_recorded = True
         return self.probe
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:

@@ -150,10 +150,11 @@ def test_the_callback_logs_a_line_per_method_and_metric_each_evaluation(tmp_path
         for metric in ("deletion", "insertion")
         for method in ("random", "Saliency", "LayerGradCam")
     }
-    assert [int(r["step"]) for r in rows] == [10] * 6 + [20] * 6  # each epoch; not again at the end
+    # before the first step (the untrained model), each epoch, not again at the end
+    assert [int(r["step"]) for r in rows] == [0] * 6 + [10] * 6 + [20] * 6
     assert all(0 <= float(r["value"]) <= 1 for r in rows)
     events = EventAccumulator(str(run / "faithfulness"), size_guidance={"scalars": 0, "images": 0}).Reload()
-    assert [e.step for e in events.Scalars("faithfulness/deletion/Saliency")] == [10, 20]
+    assert [e.step for e in events.Scalars("faithfulness/deletion/Saliency")] == [0, 10, 20]
     for figure in ("faithfulness/curves", "faithfulness/over_training"):  # drawn once, at the end
         assert [image.step for image in events.Images(figure)] == [20]
     cli.trainer.validate(cli.model, cli.datamodule)  # after fit's teardown: the same step, figures again

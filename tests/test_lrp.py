@@ -1,3 +1,6 @@
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -30,6 +33,17 @@ def relu_net_without_biases() -> nn.Module:
     for layer in (model[0], model[2], model[6], model[8]):
         layer.weight.data *= 4  # logits of order 1, well above the rules' stabiliser (1e-6)
     return model
+
+
+def randomise_batch_norms(net: nn.Module, shift: float) -> None:
+    """Batch-norm statistics and affine parameters as training leaves them: means and shifts in
+    [-shift, shift], variances in [0.5, 2], scales in [0.5, 1.5]."""
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-shift, shift)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-shift, shift)
 
 
 def explained_logits(model, inputs, targets):
@@ -82,12 +96,7 @@ def test_z_box_relevance_is_non_negative_inside_the_bounds_for_a_positive_logit(
 @pytest.mark.parametrize("net", [ResNetCIFAR(blocks_per_stage=1), AllCNN()], ids=["resnet", "allcnn"])
 def test_batch_norm_folding_leaves_the_outputs_unchanged(net):
     torch.manual_seed(0)
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
+    randomise_batch_norms(net, shift=0.5)
     net.eval()
     inputs = torch.rand(2, 3, 32, 32)
     before = net(inputs)
@@ -135,7 +144,7 @@ def test_lrp_runs_on_a_batch_norm_network_and_restores_it():
 
 def test_rules_from_the_yaml_name_patterns_before_types():
     model = relu_net_without_biases()
-    composite = lrp_composite(
+    composite, unexplained = lrp_composite(
         model,
         torch.rand(1, 1, 8, 8, dtype=torch.double),
         RuleSettings("deep_taylor", rules={"Linear": "epsilon", "8": "gamma"}),
@@ -148,6 +157,7 @@ def test_rules_from_the_yaml_name_patterns_before_types():
         "0": "ZBox", "1": "Pass", "2": "ZPlus", "3": "Pass", "4": "Norm", "5": "NoneType",
         "6": "Epsilon", "7": "Pass", "8": "Gamma",
     }  # fmt: skip
+    assert unexplained == []  # Flatten passes relevance by its gradient, which keeps it whole
 
 
 def test_bad_lrp_settings_get_clear_errors():
@@ -199,10 +209,13 @@ def test_the_ranking_for_feature_visualisation_is_the_deep_taylor_relevance_of_t
 
 class RecordingWriter:
     def __init__(self):
-        self.figures = {}
+        self.figures, self.scalars = {}, {}
 
     def add_figure(self, tag, figure, step):
         self.figures[tag] = figure
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = value
 
 
 def test_the_attribution_callback_logs_layer_maps_and_filter_rankings_for_lrp_layers():
@@ -214,6 +227,7 @@ def test_the_attribution_callback_logs_layer_maps_and_filter_rankings_for_lrp_la
     callback.inspect(model, probe, writer, step=4, final=False)
     assert set(writer.figures) == {"attribution/LRP", "attribution/LRP/2", "attribution/LRP/2/filters",
                                    "attribution/LRP/6/filters"}  # fmt: skip
+    assert writer.scalars["attribution/LRP/conservation"] == pytest.approx(1.0, abs=1e-4)  # no biases
     predicted = {probe.class_name(c) for c in model(inputs).argmax(dim=1).tolist()}
     titles = [ax.get_title() for ax in writer.figures["attribution/LRP/2/filters"].axes if ax.get_visible()]
     assert {title.split(":")[0] for title in titles} == predicted
@@ -230,3 +244,231 @@ def test_filters_of_a_segmentation_network_are_ranked_without_labels():
     relevance = method.attribute(Scores(model, True), inputs, targets.classes, targets.forward_args)
     totals = relevance.layer_relevance["0"].sum(dim=(0, 2, 3))
     assert [f for f, _ in ranking] == torch.argsort(totals, descending=True).tolist()
+
+
+class AddedSkip(nn.Module):
+    """fc((relu(conv(x)) + x).flatten(1)): the smallest residual connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(16, 2, bias=False)
+
+    def forward(self, x):
+        return self.fc((self.relu(self.conv(x)) + x).flatten(1))
+
+
+def test_a_residual_addition_splits_relevance_between_its_branches():
+    """With positive weights and inputs, passing the sum by its gradient gave each branch all the
+    relevance (2.0 times the logit under Deep Taylor); split in proportion, the input gets the logit."""
+    torch.manual_seed(0)
+    model = AddedSkip().double()
+    for parameter in model.parameters():
+        parameter.data = parameter.data.abs()
+    inputs = torch.rand(3, 1, 4, 4, dtype=torch.double)
+    targets = model(inputs).argmax(dim=1)
+    result = build_method("LRP", {"composite": "deep_taylor"}).attribute(
+        Scores(model, False), inputs, targets
+    )
+    logits = explained_logits(model, inputs, targets)
+    assert torch.allclose(result.values.sum(dim=(1, 2, 3)), logits, rtol=1e-5)
+    assert torch.allclose(result.conservation, torch.ones(3, dtype=torch.double), rtol=1e-5)
+    assert not any(name.startswith("lrp_sum") for name, _ in model.named_modules())  # canonizer removed
+
+
+def resnet20(bias_scale: float) -> nn.Module:
+    """ResNet-20 in eval mode with random batch-norm statistics; its convolution biases and batch-norm
+    shifts multiplied by ``bias_scale`` (0: none)."""
+    torch.manual_seed(0)
+    model = ResNetCIFAR().double().eval()
+    randomise_batch_norms(model, shift=0.2 * bias_scale)  # the folded bias is beta - gamma * mean / std
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear) and module.bias is not None:
+            module.bias.data.uniform_(-0.1, 0.1).mul_(bias_scale)
+    return model
+
+
+def test_resnet20_relevance_sums_to_the_logit_less_what_biases_absorb():
+    """Deep Taylor on ResNet-20 (nine residual additions; 275 to 420 times the logit before they were
+    split): without biases the input relevance is the logit (to the rules' 1e-6 stabilisers); with
+    biases, z+ keeps each positive bias's share in its layer, so the input gets between 0 and 1 of it."""
+    inputs = torch.rand(4, 3, 32, 32, dtype=torch.double)
+    for bias_scale, low, high in ((0.0, 1 - 1e-4, 1 + 1e-4), (1.0, 0.0, 1 + 1e-6)):
+        model = resnet20(bias_scale)
+        targets = model(inputs).argmax(dim=1)
+        result = build_method("LRP", {"composite": "deep_taylor"}).attribute(
+            Scores(model, False), inputs, targets
+        )
+        ratio = result.values.sum(dim=(1, 2, 3)) / explained_logits(model, inputs, targets)
+        assert ((ratio > low) & (ratio < high)).all(), (bias_scale, ratio)
+        assert torch.allclose(result.conservation, ratio)
+    assert ratio.max() < 0.999  # the biases do absorb some
+
+
+def z_plus(layer, inputs: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """The z+ rule, written out: each input's positive contributions' share of the output's relevance."""
+    positive = copy.deepcopy(layer)
+    positive.weight.data = layer.weight.data.clamp(min=0)
+    with torch.enable_grad():
+        x = inputs.detach().clone().requires_grad_()
+        z = positive(x)
+        (gradient,) = torch.autograd.grad(z, x, relevance / (z + 1e-6 * ((z == 0) + z.sign())))
+    return inputs * gradient
+
+
+def test_lrp_of_a_two_block_residual_net_equals_a_hand_written_lrp():
+    """z+ in every layer, relevance through ReLUs unchanged, and each residual sum's relevance split in
+    proportion to its two terms, written out layer by layer."""
+    torch.manual_seed(1)
+    stem = nn.Conv2d(1, 3, 3, padding=1, bias=False)
+    blocks = [(nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.Conv2d(3, 3, 3, padding=1, bias=False))
+              for _ in range(2)]  # fmt: skip
+    fc = nn.Linear(3 * 6 * 6, 4, bias=False)
+
+    class TwoBlocks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.fc = stem, fc
+            self.convs = nn.ModuleList(conv for block in blocks for conv in block)
+            self.relus = nn.ModuleList(nn.ReLU() for _ in range(5))
+
+        def forward(self, x):
+            a = self.relus[0](self.stem(x))
+            for i in range(2):
+                a = self.relus[1 + 2 * i + 1](
+                    self.convs[2 * i + 1](self.relus[1 + 2 * i](self.convs[2 * i](a))) + a
+                )
+            return self.fc(a.flatten(1))
+
+    model = TwoBlocks().double()
+    inputs = torch.rand(2, 1, 6, 6, dtype=torch.double)
+    targets = model(inputs).argmax(dim=1)
+    settings = {"composite": "epsilon_plus", "rules": {"Conv2d": "zplus", "Linear": "zplus"}}
+    ours = build_method("LRP", settings).attribute(Scores(model, False), inputs, targets).values
+
+    with torch.no_grad():
+        a0 = torch.relu(model.stem(inputs))
+        a, acts = a0, []
+        for i in range(2):
+            hidden = torch.relu(model.convs[2 * i](a))
+            branch = model.convs[2 * i + 1](hidden)
+            acts.append((a, hidden, branch))
+            a = torch.relu(branch + a)
+        relevance = z_plus(model.fc, a.flatten(1), explained_logits(model, inputs, targets)[:, None]
+                           * torch.nn.functional.one_hot(targets, 4)).reshape(a.shape)  # fmt: skip
+        for i in reversed(range(2)):
+            skip, hidden, branch = acts[i]
+            total = branch + skip
+            share = relevance / (total + 1e-6 * ((total == 0) + total.sign()))
+            from_branch, from_skip = branch * share, skip * share
+            relevance = from_skip + z_plus(
+                model.convs[2 * i], skip, z_plus(model.convs[2 * i + 1], hidden, from_branch)
+            )
+        expected = z_plus(model.stem, inputs, relevance)
+    assert torch.allclose(ours, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_torchvision_resnet_blocks_are_split_as_zennits_resnet_canonizer_splits_them():
+    from torchvision.models import resnet18
+    from zennit.torchvision import ResNetBasicBlockCanonizer
+
+    from callbacks.model_copy import inspection_copy
+
+    torch.manual_seed(0)
+    inputs = torch.rand(2, 3, 64, 64, dtype=torch.double)
+    model = inspection_copy(resnet18(num_classes=5).double().eval(), inputs[:1])
+    targets = model(inputs).argmax(dim=1)
+    ours = build_method("LRP", {"composite": "epsilon_plus"}).attribute(Scores(model, False), inputs, targets)
+    composite, _ = lrp_composite(model, inputs, RuleSettings("epsilon_plus"))
+    composite.canonizers[0] = ResNetBasicBlockCanonizer()  # Zennit's, in place of our ResidualSums
+    x = inputs.clone().requires_grad_()
+    with composite.context(model):
+        logits = model(x)
+        (theirs,) = torch.autograd.grad(logits, x, logits.detach() * torch.nn.functional.one_hot(targets, 5))
+    assert torch.allclose(ours.values, theirs, rtol=1e-9, atol=1e-12)
+    assert ours.conservation.min() > 0.5
+
+
+class FunctionalSigmoid(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(torch.sigmoid(self.conv(x)).flatten(1))
+
+
+class Attention(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.embed, self.layer, self.fc = nn.Linear(4, 8), layer, nn.Linear(8, 3)
+
+    def forward(self, x):
+        tokens = self.embed(x.reshape(-1, 4, 4))  # 4 tokens (the rows) of 4 values: (N, 4, 8)
+        out = (
+            self.layer(tokens, tokens, tokens)[0]
+            if isinstance(self.layer, nn.MultiheadAttention)
+            else self.layer(tokens)
+        )
+        return self.fc(out.mean(dim=1))
+
+
+@pytest.mark.parametrize(("model", "named"), [
+    (FunctionalSigmoid(), r"sigmoid \(in the model's forward\)"),
+    (Attention(nn.MultiheadAttention(8, 2, batch_first=True)), r"MultiheadAttention \(layer\)"),
+    (Attention(nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)),
+     r"TransformerEncoderLayer \(layer\)"),
+])  # fmt: skip
+def test_lrp_refuses_what_no_rule_explains_unless_the_user_opts_in(model, named):
+    model.eval()
+    inputs = torch.rand(2, 1, 4, 4)
+    targets = model(inputs).argmax(dim=1)
+    with pytest.raises(UserInputError, match=f"LRP cannot explain {named}.*: .*gradient_fallback: true"):
+        build_method("LRP").attribute(Scores(model, False), inputs, targets)
+    with pytest.raises(UserInputError, match=f"LRP cannot explain {named}"):
+        build_method("LRP").check_model(model)
+    with pytest.warns(UserWarning, match=f"LRP has no rule for {named}"):
+        result = build_method("LRP", {"gradient_fallback": True}).attribute(
+            Scores(model, False), inputs, targets
+        )
+    assert result.unexplained and torch.isfinite(result.values).all()
+
+
+def test_the_callback_logs_conservation_and_warns_when_it_is_lost():
+    """A functional sigmoid passed by its gradient scales relevance by its slope (at most 1/4)."""
+    torch.manual_seed(0)
+    model = FunctionalSigmoid()
+    inputs = torch.rand(3, 1, 4, 4)
+    probe = ProbeSet(inputs, torch.tensor([0, 1, 2]), inputs, [0, 1, 2], "val", ["a", "b", "c"])
+    callback = AttributionCallback(methods={"LRP": {"gradient_fallback": True}}, sanity_checks=False)
+    writer = RecordingWriter()
+    expected = (
+        r"LRP: the relevance reaching the input is .* times the explained score "
+        r"\(outside 0.75 to 1.25\): relevance passed sigmoid \(in the model's forward\)"
+    )
+    with pytest.warns(UserWarning, match=expected):
+        callback.inspect(model, probe, writer, step=3, final=False)
+    assert 0 < abs(writer.scalars["attribution/LRP/conservation"]) < 0.75
+
+
+def test_lrp_settings_and_probe_sizes_are_checked_before_training(tmp_path):
+    """A typo in an LRP rule, or a probe set that cannot be drawn, ends fit before its first step, not
+    when the callback first runs (here after 6 epochs)."""
+    from lightning_app.cli import cli_main
+
+    base = ["--config", str(Path(__file__).parents[1] / "configs" / "mnist_lenet_explain.yaml"),
+            "--trainer.max_epochs=6", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+            "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    cases = [
+        (AttributionCallback(methods={"LRP": {"rules": {"net.conv9": "zplus"}}}, every_n_epochs=6),
+         r"LRP rules: net.conv9 match no layer name or type of the model"),
+        (AttributionCallback(methods={"Saliency": {}}, size=8, every_n_epochs=6),
+         "give either size or per_class for an evaluation subset, not both"),
+    ]  # fmt: skip
+    for callback, message in cases:
+        cli = cli_main(base, run=False)
+        cli.trainer.callbacks.append(callback)
+        with pytest.raises(UserInputError, match=message):
+            cli.trainer.fit(cli.model, cli.datamodule)
+        assert cli.trainer.global_step == 0

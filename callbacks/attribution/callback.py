@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
+from callbacks.attribution.attributions import Attributions
 from callbacks.attribution.figures import attribution_figure
 from callbacks.attribution.filter_relevance import class_filter_scores, filter_ranking_figure
 from callbacks.attribution.methods import build_method
@@ -20,9 +21,9 @@ from callbacks.attribution.sanity import (
 from callbacks.attribution.sanity_report import sanity_figure, sanity_table
 from callbacks.attribution.targets import Scores, Targets, class_index, resolve_targets
 from callbacks.inspection import InspectionCallback, ProbeSet
-from callbacks.model_copy import find_layer
 from callbacks.mosaic import Caption
 
+CONSERVATION_TOLERANCE = 0.25  # LRP: warn when an image's input relevance leaves 0.75-1.25 of its score
 DEFAULT_METHODS = {
     "Saliency": {},
     "IntegratedGradients": {"n_steps": 32},
@@ -34,10 +35,10 @@ DEFAULT_METHODS = {
 
 
 def check_methods_and_target(methods, target: str | int, pl_module: pl.LightningModule, class_names) -> None:
-    """The layers the methods name exist in the model and a fixed target class is one of its classes."""
+    """The methods' arguments fit the model (layer names, LRP's rules and what it cannot explain) and a
+    fixed target class is one of its classes."""
     for method in methods:
-        if method.layer_name is not None:
-            find_layer(pl_module, method.layer_name)
+        method.check_model(pl_module)
     if target not in ("predicted", "true"):
         class_index(target, list(class_names), pl_module.num_classes)
 
@@ -117,6 +118,8 @@ class AttributionCallback(InspectionCallback):
         randomised = randomised_copy(scores, self.seed) if final and self.sanity_checks else None
         for method in self.methods:
             result = method.attribute(scores, probe.inputs, targets.classes, targets.forward_args)
+            if result.conservation is not None:
+                self._conservation(writer, step, method.name, result)
             figure = method.figure(probe.display, result, captions)
             writer.add_figure(f"{self.tag}/{method.name}", figure, step)
             for layer, relevance in (result.layer_relevance or {}).items():
@@ -128,6 +131,21 @@ class AttributionCallback(InspectionCallback):
         if randomised is not None:
             writer.add_text("sanity/checks", sanity_table(self.sanity, self.randomisation_threshold), step)
             writer.add_figure("sanity/checks", sanity_figure(self.sanity, self.randomisation_threshold), step)
+
+    def _conservation(self, writer: SummaryWriter, step: int, name: str, result: Attributions) -> None:
+        """Log the mean conservation (``attribution/<method>/conservation``: input relevance over the
+        explained score) and warn when an image's is outside 1 +- CONSERVATION_TOLERANCE."""
+        ratios = result.conservation.float()
+        writer.add_scalar(f"{self.tag}/{name}/conservation", float(ratios.mean()), step)
+        low, high = float(ratios.min()), float(ratios.max())
+        if low >= 1 - CONSERVATION_TOLERANCE and high <= 1 + CONSERVATION_TOLERANCE:
+            return
+        cause = (f"relevance passed {', '.join(result.unexplained)} by their gradient" if result.unexplained
+                 else "biases absorb much of it (z+ and epsilon keep a bias's share)")  # fmt: skip
+        rank_zero_warn(
+            f"{name}: the relevance reaching the input is {low:.3g} to {high:.3g} times the explained score "
+            f"(outside {1 - CONSERVATION_TOLERANCE:g} to {1 + CONSERVATION_TOLERANCE:g}): {cause}"
+        )
 
     def _layer_relevance(self, writer, step, name, relevance, probe, targets, captions) -> None:
         """The relevance at a layer's output summed over its filters (for convolutions), and its

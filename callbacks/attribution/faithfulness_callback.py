@@ -41,8 +41,9 @@ CSV_FILE = "faithfulness.csv"
 
 
 class FaithfulnessCallback(InspectionCallback):
-    """Faithfulness and localisation of attribution maps on a fixed probe set, every ``every_n_epochs``
-    epochs of ``fit`` and at its end, so that a user sees when each method's maps become faithful.
+    """Faithfulness and localisation of attribution maps on a fixed probe set, before the first step
+    of ``fit`` (the untrained model), every ``every_n_epochs`` epochs and at its end, so that a user
+    sees when each method's maps become faithful.
 
     Per method and metric it logs the mean over the probe images as the scalar
     ``faithfulness/<metric>/<method>`` in a TensorBoard run of its own (``<run>/faithfulness``), with
@@ -119,6 +120,12 @@ class FaithfulnessCallback(InspectionCallback):
             )
         if trainer.is_global_zero and trainer.log_dir is not None:
             self.csv_path = Path(trainer.log_dir) / CSV_FILE
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Measure once before the first step, so the curves start from the untrained model."""
+        if self.every_n_epochs:
+            self.run(trainer, pl_module, final=False)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -3,8 +3,11 @@
 A layer's rule comes from, in order: ``rules`` keys that match its name (a pattern such as
 ``net.conv1`` or ``features.*``), ``rules`` keys that name its type (``Conv2d``, ``Linear``), then the
 named composite (its first layer -- the first convolution or linear layer the input meets -- and its
-convolution and dense layers). Activations pass relevance on unchanged and average pooling
-redistributes it in proportion to the inputs, in every composite (as Zennit's own composites do).
+convolution and dense layers). Activations pass relevance on unchanged, and average pooling and the sums
+of residual additions (:mod:`callbacks.attribution.residual_sums`) redistribute it in proportion to the
+inputs, in every composite (as Zennit's own composites do). What no rule explains
+(:mod:`callbacks.attribution.lrp_support`) is refused, unless ``gradient_fallback`` lets relevance pass
+it by its gradient.
 """
 
 from dataclasses import dataclass
@@ -16,9 +19,11 @@ from torch import nn
 from zennit.core import Composite
 from zennit.layer import Sum
 from zennit.rules import AlphaBeta, Epsilon, Gamma, Norm, Pass, ZBox, ZPlus
-from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
+from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from callbacks.attribution.batch_norm_folding import BatchNormFolding, forward_with_leaf_hook
+from callbacks.attribution.lrp_support import has_rule, unsupported_operations
+from callbacks.attribution.residual_sums import ResidualSums
 from lightning_app.errors import UserInputError
 
 RULES = ("epsilon", "gamma", "zplus", "alpha1beta0", "zbox", "identity")
@@ -28,7 +33,6 @@ COMPOSITES = {  # name -> (first layer, other convolutions, dense layers)
     "epsilon_gamma_box": ("zbox", "gamma", "epsilon"),
     "deep_taylor": ("zbox", "zplus", "zplus"),
 }
-GRADIENT_IS_THE_RULE = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.Dropout, nn.Flatten, nn.Identity)
 
 
 @dataclass
@@ -40,6 +44,7 @@ class RuleSettings:
     epsilon: float = 1e-6
     gamma: float = 0.25
     bounds: tuple[float, float] | None = None
+    gradient_fallback: bool = False
 
     def check(self) -> None:
         if self.composite not in COMPOSITES:
@@ -51,6 +56,34 @@ class RuleSettings:
             raise UserInputError(
                 f"LRP bounds {self.bounds} must be [low, high] with low < high, in input space"
             )
+
+    def check_model(self, model: nn.Module) -> None:
+        """Before any training: every ``rules`` key names a layer (pattern) or a layer type of ``model``,
+        and nothing in its forward is beyond LRP (unless ``gradient_fallback``)."""
+        modules = dict(model.named_modules())
+        types = {type(module).__name__ for module in modules.values()}
+        unknown = [key for key in self.rules or {}
+                   if key not in types and not any(fnmatchcase(name, key) for name in modules)]  # fmt: skip
+        if unknown:
+            raise UserInputError(
+                f"LRP rules: {', '.join(unknown)} match no layer name or type of the model; its layers "
+                f"are: {', '.join(name for name in modules if name)}"
+            )
+        self.refuse_unexplained(unsupported_operations(model) or [])
+
+    def refuse_unexplained(self, names: list[str]) -> None:
+        """Refuse LRP when ``names`` (operations no rule explains) is not empty, or with
+        ``gradient_fallback`` warn that relevance passes them by their gradient."""
+        if not names:
+            return
+        listed = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        if not self.gradient_fallback:
+            raise UserInputError(
+                f"LRP cannot explain {listed}: relevance would pass them by their gradient, which does not "
+                "conserve it; set the LRP method's gradient_fallback: true to go on anyway (the conservation "
+                "ratio is logged), or use another attribution method"
+            )
+        rank_zero_warn(f"LRP has no rule for {listed}: relevance passes them by their gradient")
 
     def rule(self, name: str, low: torch.Tensor, high: torch.Tensor):
         """The Zennit rule called ``name``."""
@@ -65,27 +98,35 @@ class RuleSettings:
         }[name]()
 
 
-def lrp_composite(model: nn.Module, inputs: torch.Tensor, settings: RuleSettings) -> Composite:
-    """The composite of ``settings`` for ``model``, with batch norms folded; ``inputs`` give the first
-    layer, the layers run, and the default z^B bounds (each channel's minimum and maximum over them)."""
+def lrp_composite(
+    model: nn.Module, inputs: torch.Tensor, settings: RuleSettings
+) -> tuple[Composite, list[str]]:
+    """The composite of ``settings`` for ``model``, with batch norms folded and residual additions
+    split, and what it leaves to the gradient (refused unless ``gradient_fallback``); ``inputs`` give
+    the first layer, the layers run, and the default z^B bounds (each channel's range over them)."""
     called = called_leaves(model, inputs[:1])
     first = next((name for name, module in called if isinstance(module, Linear)), None)
-    names = rule_names(model, called, first, settings)
+    names, unruled = rule_names(model, called, first, settings)
+    unexplained = list(dict.fromkeys([*(unsupported_operations(model) or []), *unruled]))
+    settings.refuse_unexplained(unexplained)
     low, high = box(inputs, settings.bounds)
-    if first is not None and isinstance(model.get_submodule(first), nn.Linear):
+    if names.get(first) == "zbox" and isinstance(model.get_submodule(first), nn.Linear):
         low, high = flat_box(low, high, inputs, model.get_submodule(first))
     rules = {name: settings.rule(rule, low, high) for name, rule in names.items()}
     by_module = {model.get_submodule(name): rule for name, rule in rules.items()}
-    return Composite(
-        module_map=lambda ctx, name, module: by_module.get(module),
-        canonizers=[BatchNormFolding(inputs[:1].detach())],
-    )
+
+    def rule_of(ctx, name: str, module: nn.Module):
+        return Norm() if isinstance(module, Sum) else by_module.get(module)  # Sum: added by ResidualSums
+
+    canonizers = [ResidualSums(), BatchNormFolding(inputs[:1].detach())]
+    return Composite(module_map=rule_of, canonizers=canonizers), unexplained
 
 
 def rule_names(
     model: nn.Module, called: list[tuple[str, nn.Module]], first: str | None, settings: RuleSettings
-) -> dict[str, str]:
-    """Layer name -> rule name, for every layer the forward pass runs that gets a rule."""
+) -> tuple[dict[str, str], list[str]]:
+    """Layer name -> rule name, for every layer the forward pass runs that gets a rule; and the layers
+    that run without one."""
     first_rule, conv_rule, dense_rule = COMPOSITES[settings.composite]
     configured = settings.rules or {}
     unused = set(configured)
@@ -107,22 +148,18 @@ def rule_names(
             names[name] = conv_rule
         elif isinstance(module, nn.Linear):
             names[name] = dense_rule
+        elif not has_rule(module):
+            by_gradient.append(f"{type(module).__name__} ({name})")
         elif isinstance(module, Activation):
             names[name] = "identity"
         elif isinstance(module, (AvgPool, Sum)):
             names[name] = "norm"
-        elif not isinstance(module, (BatchNorm, *GRADIENT_IS_THE_RULE)):
-            by_gradient.append(name)
     if unused:
         raise UserInputError(
             f"LRP rules: {', '.join(sorted(unused))} match no layer that runs; the layers are: "
             f"{', '.join(name for name, _ in called)}"
         )
-    if by_gradient:
-        rank_zero_warn(
-            f"LRP has no rule for {', '.join(by_gradient)}: relevance passes them by their gradient"
-        )
-    return names
+    return names, by_gradient
 
 
 def called_leaves(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]]:

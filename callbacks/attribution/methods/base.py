@@ -9,6 +9,7 @@ from torch import nn
 
 from callbacks.attribution.attributions import Attributions
 from callbacks.attribution.figures import attribution_figure
+from callbacks.model_copy import find_layer
 from callbacks.mosaic import Caption
 from lightning_app.errors import UserInputError
 
@@ -54,6 +55,11 @@ class AttributionMethod:
 
     def check(self) -> None:
         """Check the values of the arguments (names are checked already)."""
+
+    def check_model(self, model: nn.Module) -> None:
+        """Check, before any training, that the arguments fit ``model`` (layer names and the like)."""
+        if self.layer_name is not None:
+            find_layer(model, self.layer_name)
 
     @property
     def layer_name(self) -> str | None:

@@ -1,6 +1,7 @@
 """Layer-wise Relevance Propagation with per-layer rules and named composites (Zennit)."""
 
 import torch
+from torch import nn
 from torch.nn.functional import one_hot
 
 from callbacks.attribution.attributions import Attributions
@@ -22,16 +23,26 @@ class LRP(AttributionMethod):
     composite; ``epsilon`` (1e-6) and ``gamma`` (0.25) of those rules; ``bounds``: [low, high] of the
     input for z^B in the model's input space (default each channel's range over the probe images);
     ``layers``: layer names whose output relevance is kept too (maps and per-filter rankings).
-    Batch norms are folded into the layer before them first."""
+    Batch norms are folded into the layer before them first, and residual additions split relevance
+    between their branches. Operations no rule explains (a functional sigmoid, an addition or product
+    of computed tensors, attention, layer norm) are refused before training, naming them, unless
+    ``gradient_fallback: true`` lets relevance pass them by their gradient. Each image's conservation,
+    the input relevance over the explained score, is returned with the maps (1 when nothing absorbs
+    relevance; biases keep their share under z+ and epsilon)."""
 
-    our_keys = frozenset({"composite", "rules", "epsilon", "gamma", "bounds", "layers"})
+    our_keys = frozenset({"composite", "rules", "epsilon", "gamma", "bounds", "layers", "gradient_fallback"})
 
     def check(self) -> None:
         self.settings.check()
 
+    def check_model(self, model: nn.Module) -> None:
+        for name in self.layers:
+            find_layer(model, name)
+        self.settings.check_model(model)
+
     @property
     def settings(self) -> RuleSettings:
-        keys = ("composite", "rules", "epsilon", "gamma", "bounds")
+        keys = ("composite", "rules", "epsilon", "gamma", "bounds", "gradient_fallback")
         return RuleSettings(**{key: self.params[key] for key in keys if key in self.params})
 
     @property
@@ -48,15 +59,17 @@ class LRP(AttributionMethod):
             )
             for name in self.layers
         ]
+        composite, unexplained = lrp_composite(model, x, self.settings)
         try:
-            with torch.enable_grad(), lrp_composite(model, x, self.settings).context(model):
+            with torch.enable_grad(), composite.context(model):
                 logits = model(x)
                 selection = forward_args[0] if scores.segmentation else one_hot(targets, logits.shape[1])
-                relevances = torch.autograd.grad(
-                    logits, [x, *captured.values()], grad_outputs=logits.detach() * selection
-                )
+                explained = logits.detach() * selection
+                relevances = torch.autograd.grad(logits, [x, *captured.values()], grad_outputs=explained)
         finally:
             for handle in handles:
                 handle.remove()
         layers = {name: value.detach() for name, value in zip(captured, relevances[1:], strict=True)}
-        return Attributions(relevances[0].detach(), layer_relevance=layers or None)
+        conservation = relevances[0].detach().flatten(1).sum(1) / explained.flatten(1).sum(1)
+        return Attributions(relevances[0].detach(), layer_relevance=layers or None, conservation=conservation,
+                            unexplained=unexplained)  # fmt: skip
