@@ -472,3 +472,28 @@ def test_lrp_settings_and_probe_sizes_are_checked_before_training(tmp_path):
         with pytest.raises(UserInputError, match=message):
             cli.trainer.fit(cli.model, cli.datamodule)
         assert cli.trainer.global_step == 0
+
+
+def test_lrp_explains_a_residual_segmentation_network_region():
+    """selim's LinkNet (residual encoder blocks, decoder skips added to encoder features) inside the
+    segmentation module: nothing is refused (its identity shortcuts, the module's shape check), and
+    without biases the relevance of the explained region's logits reaches the input whole, less what the
+    rules' stabilisers (1e-6 in each denominator) take from near-zero units."""
+    from callbacks.model_copy import inspection_copy
+    from models.nets.linknet_selim import LinkNetSelim
+    from models.segmentation import SegmentationModule
+
+    torch.manual_seed(0)
+    module = SegmentationModule(LinkNetSelim(in_channels=3, classes=1)).double().eval()
+    for parameter in module.net.parameters():
+        if parameter.ndim == 1:
+            parameter.data.zero_()  # biases: nothing absorbs relevance
+    inputs = torch.rand(1, 3, 64, 64, dtype=torch.double)
+    model = inspection_copy(module, inputs)
+    targets = resolve_targets("predicted", model(inputs), torch.zeros(1, 64, 64), ["background", "road"])
+    build_method("LRP").check_model(model)
+    result = build_method("LRP", {"composite": "epsilon_plus"}).attribute(
+        Scores(model, True), inputs, targets.classes, targets.forward_args
+    )
+    assert result.unexplained == []
+    assert result.conservation.item() == pytest.approx(1.0, abs=5e-3)

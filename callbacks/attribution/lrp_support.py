@@ -30,6 +30,7 @@ CONSERVING = frozenset({
     "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "mean",
     "interpolate", "upsample", "pad", "dropout", "dropout1d", "dropout2d", "dropout3d", "identity",
     "to", "type_as", "float", "double",
+    "checked_logits",  # models.segmentation's shape check (fx-wrapped), which returns the logits as they are
 })  # fmt: skip
 BIAS_LIKE = (operator.add, operator.sub, operator.iadd, operator.isub)  # fine with one computed operand
 GRADIENT_KEEPS_TOTAL = (
@@ -45,6 +46,8 @@ def has_rule(module: nn.Module) -> bool:
         module = module.copies[0]
     if isinstance(module, nn.MultiheadAttention):  # Zennit counts it among the activations
         return False
+    if isinstance(module, nn.Sequential) and len(module) == 0:  # an identity shortcut
+        return True
     ruled = (Convolution, Linear, BatchNorm, AvgPool, Activation, Sum)
     return isinstance(module, (*ruled, *GRADIENT_KEEPS_TOTAL))
 
