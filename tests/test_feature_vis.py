@@ -26,7 +26,7 @@ from callbacks.feature_vis import (
     deepdream,
     render,
 )
-from callbacks.feature_vis.callback import BANDS_FILE, band_statistics
+from callbacks.feature_vis.callback import BANDS_FILE, band_statistics, distinct_tag_suffix, ranked
 from callbacks.feature_vis.objectives import ImagePenalty, check_objectives, penalised
 from callbacks.feature_vis.render import scores
 from callbacks.feature_vis.transforms import STANDARD, Blur
@@ -85,6 +85,80 @@ def test_channels_of_the_second_conv_exceed_ten_times_their_start_and_every_vali
         assert end >= 10 * start and end > dataset_max, channel
     assert rendering.images.shape == (4, 1, 28, 28)
     assert rendering.images.min() > 0 and rendering.images.max() < 1  # display space, through a sigmoid
+
+
+def test_a_neuron_render_exceeds_the_best_validation_image(trained):
+    """With Lucid's jitters in pixels of a 224 px image, a 28 px digit moved by up to 6 px under the
+    centre unit and its render reached 0.15-1.0 of the best validation image; scaled to the image, it
+    exceeds it, as the channel renders do."""
+    model, datamodule, statistics, _ = trained
+    neurons = [Neuron("net.conv2", c) for c in range(8)]
+    rendering = render(
+        model, neurons, statistics, datamodule.from_display, (1, 28, 28), RenderSettings(steps=128)
+    )
+    probe = validation_images(datamodule)
+    for neuron, end in zip(neurons, rendering.end, strict=True):
+        assert end > scores(model, [neuron] * len(probe), probe).max(), neuron
+
+
+def test_a_layer_after_a_relu_renders_above_the_validation_mean(trained):
+    model, datamodule, statistics, _ = trained
+    channels = [Channel("net.relu2", c) for c in range(6)]
+    rendering = render(model, channels, statistics, datamodule.from_display, (1, 28, 28))
+    probe = validation_images(datamodule)
+    assert (rendering.start == 0).any()  # off everywhere on the start image
+    for channel, end in zip(channels, rendering.end, strict=True):
+        assert end > scores(model, [channel] * len(probe), probe).mean(), channel
+
+
+class OffAtTheStart(nn.Module):
+    """One unit after a ReLU, off (-0.5) for the mid-grey start image and every small shift of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(1, 1, 3), nn.ReLU()
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 9)
+            self.conv.bias.fill_(-2.5)
+
+    def forward(self, x):
+        return self.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+def test_the_redirected_relu_gradient_starts_a_render_the_plain_gradient_cannot(monkeypatch):
+    import sys
+
+    model = OffAtTheStart().eval().requires_grad_(False)
+    statistics = BandStatistics(
+        torch.tensor([0.5], dtype=torch.float64), torch.tensor([[0.01]], dtype=torch.float64)
+    )
+    settings = RenderSettings(steps=64, transforms=())
+    redirected = render(model, [Channel("relu", 0)], statistics, lambda x: 4 * x, (1, 16, 16), settings)
+    assert redirected.start.item() == 0 and redirected.end.item() > 0.3
+    monkeypatch.setattr(sys.modules["callbacks.feature_vis.render"], "REDIRECT_STEPS", 0)
+    plain = render(model, [Channel("relu", 0)], statistics, lambda x: 4 * x, (1, 16, 16), settings)
+    assert plain.end.item() == 0  # no gradient ever reaches the image
+
+
+def test_the_redirected_gradient_is_the_relu_gradient_unless_that_is_zero_for_the_image():
+    from callbacks.feature_vis.redirected_relu import RedirectedReLU
+
+    x = torch.tensor([[1.0, -1.0, -2.0], [-1.0, -2.0, -3.0]], requires_grad=True)
+    gradient = torch.tensor([[-1.0, -1.0, 1.0], [-1.0, 1.0, -2.0]])
+    (result,) = torch.autograd.grad(RedirectedReLU.apply(x), x, gradient)
+    # image 0 has a unit on: ReLU's gradient; image 1 has none: the gradient except where it would push
+    # a negative input further down (a positive gradient of the loss)
+    assert result.tolist() == [[-1.0, 0.0, 0.0], [-1.0, 0.0, -2.0]]
+
+
+def test_lucids_transform_distances_scale_with_the_image():
+    from callbacks.feature_vis.transforms import Jitter, Pad, standard_transforms
+
+    assert standard_transforms(224) == STANDARD
+    assert (STANDARD[0], STANDARD[1], STANDARD[4]) == (Pad(12), Jitter(8), Jitter(4))
+    small = standard_transforms(28)
+    assert (small[0], small[1], small[4]) == (Pad(2), Jitter(1), Jitter(1))
+    assert small[2:4] == STANDARD[2:4]  # scale and rotation are relative
 
 
 def test_the_class_model_of_each_digit_is_classified_as_that_digit(trained):
@@ -250,7 +324,10 @@ def test_lca_chooses_the_channels_whose_parameters_helped_most_in_the_last_epoch
     callback = FeatureVisualization(
         layers=["net.conv2", "net.fc2"], channels={"lca_top_helped": 3}, steps=8, examples=0, every_n_epochs=1
     )
-    cli.trainer.callbacks.extend([lca, callback])
+    hurt = FeatureVisualization(
+        layers=["net.conv2"], channels={"lca_top_hurt": 3}, steps=8, examples=0, every_n_epochs=1
+    )
+    cli.trainer.callbacks.extend([lca, callback, hurt])
     cli.trainer.fit(cli.model, cli.datamodule)
     run = LCARun(Path(cli.trainer.log_dir) / "lca.h5")
     last_epoch = run.steps["epoch"] == 1
@@ -263,6 +340,33 @@ def test_lca_chooses_the_channels_whose_parameters_helped_most_in_the_last_epoch
         np.testing.assert_allclose([value for _, value in chosen], np.sort(summed)[:3], rtol=1e-6)
         assert chosen[0][1] < 0  # the channel that helped most lowered the loss
         assert callback.renderings[layer].images.shape[0] == 3
+    assert 0 < len(hurt.chosen["net.conv2"]) <= 3 and all(value > 0 for _, value in hurt.chosen["net.conv2"])
+    events = EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0}).Reload()
+    tags = sorted(tag.removeprefix("feature_vis/") for tag in events.Tags()["images"] if "feature_vis" in tag)
+    assert tags == ["net.conv2", "net.conv2/lca_top_hurt", "net.fc2"]
+
+
+def test_lca_ranking_keeps_only_channels_that_helped_or_hurt():
+    lca = np.array([-0.3, 0.2, -0.1, 0.5, 0.0])
+    assert ranked(lca, "lca_top_helped", 4) == [(0, -0.3), (2, -0.1)]
+    assert ranked(lca, "lca_top_hurt", 4) == [(3, 0.5), (1, 0.2)]
+    assert ranked(lca, "lca_top_hurt", 1) == [(3, 0.5)]
+    assert ranked(np.array([0.1, 0.2]), "lca_top_helped", 2) == []
+    callback = FeatureVisualization(layers=["net.conv2"], channels={"lca_top_hurt": 4})
+    callback.chosen, callback.lca_epoch = {"net.conv2": ranked(lca, "lca_top_hurt", 4)}, 3
+    assert callback._title("net.conv2", 10).endswith(
+        "(the only 2 of 4 channels asked whose parameters hurt the loss most in epoch 3, by LCA)"
+    )
+
+
+def test_callbacks_rendering_the_same_layer_log_under_distinct_tags():
+    helped = FeatureVisualization(layers=["net.conv2"], channels={"lca_top_helped": 2})
+    hurt = FeatureVisualization(layers=["net.conv2", "net.fc1"], channels={"lca_top_hurt": 2})
+    first = FeatureVisualization(layers=["net.fc1"], channels=4)
+    again = FeatureVisualization(layers=["net.conv2"], channels={"lca_top_helped": 3})
+    callbacks = [helped, hurt, first, again]
+    suffixes = [distinct_tag_suffix(callback, callbacks) for callback in callbacks]
+    assert suffixes == ["", "/lca_top_hurt", "/channel", "/lca_top_helped_4"]
 
 
 def test_relevance_chooses_the_channels_with_the_most_deep_taylor_relevance(tmp_path):

@@ -5,6 +5,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
@@ -16,7 +17,7 @@ from callbacks.feature_vis.figure import feature_vis_figure
 from callbacks.feature_vis.objectives import Channel, check_objectives, named_objective, penalised
 from callbacks.feature_vis.parameterisations import BandStatistics
 from callbacks.feature_vis.render import Rendering, RenderSettings, render
-from callbacks.feature_vis.transforms import STANDARD, transform_from_config
+from callbacks.feature_vis.transforms import transform_from_config
 from callbacks.inspection import InspectionCallback, ProbeSet
 from callbacks.lca.callback import LossChangeAllocation
 from callbacks.model_copy import find_layer
@@ -29,12 +30,14 @@ RELEVANCE_CHOICE = "relevance_top"
 
 
 def ranked(neuron_lca: np.ndarray, choice: str, count: int) -> list[tuple[int, float]]:
-    """(channel, LCA) of the ``count`` channels that helped the loss most (most negative LCA) or, for
-    'lca_top_hurt', hurt it most."""
+    """(channel, LCA) of up to ``count`` channels that helped the loss most (most negative LCA) or, for
+    'lca_top_hurt', hurt it most; only channels that did help (hurt), so possibly fewer."""
     order = np.argsort(neuron_lca, kind="stable")
     if choice == "lca_top_hurt":
         order = order[::-1]
-    return [(int(channel), float(neuron_lca[channel])) for channel in order[:count]]
+    sign = 1.0 if choice == "lca_top_hurt" else -1.0
+    chosen = [int(channel) for channel in order if sign * neuron_lca[channel] > 0][:count]
+    return [(channel, float(neuron_lca[channel])) for channel in chosen]
 
 
 def band_statistics(datamodule, size: int, seed: int) -> BandStatistics:
@@ -55,17 +58,31 @@ def receptive_fields(model: nn.Module) -> dict[str, Field]:
         return {}
 
 
+def distinct_tag_suffix(callback: "FeatureVisualization", callbacks: list) -> str:
+    """The end of ``callback``'s tags: empty, unless an earlier FeatureVisualization of ``callbacks``
+    renders one of its layers: then ``/<label>`` (its channel choice or objective), and ``_<position>``
+    too when the earlier one has the same label."""
+    others = [other for other in callbacks if isinstance(other, FeatureVisualization)]
+    before = others[: others.index(callback)]
+    earlier = [other for other in before if set(other.layers) & set(callback.layers)]
+    if not earlier:
+        return ""
+    same_label = any(other.label == callback.label for other in earlier)
+    return f"/{callback.label}" + (f"_{others.index(callback) + 1}" if same_label else "")
+
+
 class FeatureVisualization(InspectionCallback):
     """Activation maximisation of chosen channels, every ``every_n_epochs`` epochs and at the end of
     ``fit``, with the same seed and start image each time, so that a channel's picture can be compared
     across epochs (Olah et al., 2017: Fourier parameters, band decorrelation, random transforms).
 
-    Logs per layer ``feature_vis/<layer>``: a row per channel, the rendered image (its caption: the
-    channel and the mean activation reached) and beside it the probe images that activate the channel
-    most, cropped to the patch its strongest position sees. Renders all of a layer's channels in one
-    batch, on rank 0, on a copy of the model (training is untouched). The band statistics of the
-    training data, from which the decorrelation is built, are saved as ``feature_vis_bands.json`` in
-    the run folder.
+    Logs per layer ``feature_vis/<layer>`` (``feature_vis/<layer>/<choice or objective>`` when an
+    earlier FeatureVisualization of the run renders the same layer): a row per channel, the rendered
+    image (its caption: the channel and the mean activation reached) and beside it the probe images
+    that activate the channel most, cropped to the patch its strongest position sees. Renders all of a
+    layer's channels in one batch, on rank 0, on a copy of the model (training is untouched). The band
+    statistics of the training data, from which the decorrelation is built, are saved as
+    ``feature_vis_bands.json`` in the run folder.
 
     Args:
         layers: layer names as ``python -m lightning_app.layers --config X.yaml`` prints them.
@@ -73,7 +90,8 @@ class FeatureVisualization(InspectionCallback):
             Change Allocation: ``{lca_top_helped: 8}`` (``lca_top_hurt``) picks per layer the output
             channels whose parameters helped (hurt) the loss most over the last epoch, from the
             per-neuron records of the same run's ``LossChangeAllocation`` callback (the layers must own
-            parameters: net.conv2, not net.relu2); the captions give each channel's LCA. Or by
+            parameters: net.conv2, not net.relu2); only channels that did help (hurt) are shown, so
+            possibly fewer, with a warning when none did; the captions give each channel's LCA. Or by
             relevance: ``{relevance_top: 8}`` picks per layer the channels with the most Deep Taylor
             relevance (LRP, z+ with z^B at the input) for the predicted classes of the probe images,
             summed over them; the captions give each channel's share of the layer's relevance.
@@ -81,7 +99,8 @@ class FeatureVisualization(InspectionCallback):
             energy of the whole layer, one image).
         steps, lr, fourier, seed: the render (Adam; Fourier or pixel parameters).
         transforms: random transforms as a list like ``[{pad: 12}, {jitter: 8}, {scale: [0.9, 1.1]},
-            {rotate: [-5, 0, 5]}, {blur: 0.5}]``; default Lucid's standard set.
+            {rotate: [-5, 0, 5]}, {blur: 0.5}]``; default Lucid's standard set, its distances in pixels
+            scaled from 224 px to the image size.
         examples: dataset examples shown per channel (0: none), each cropped to the receptive field of
             the channel's strongest position.
         statistics_size: training images the band statistics are estimated from.
@@ -129,7 +148,7 @@ class FeatureVisualization(InspectionCallback):
         self.lca_epoch: int | None = None
         self.objective = objective
         named_objective(objective, layers[0], 0)  # an unknown name fails here, before any training
-        chosen = STANDARD if transforms is None else tuple(transform_from_config(t) for t in transforms)
+        chosen = None if transforms is None else tuple(transform_from_config(t) for t in transforms)
         self.settings = RenderSettings(steps=steps, lr=lr, fourier=fourier, transforms=chosen, seed=seed)
         self.penalties = penalised(penalties or {})
         self.examples = examples
@@ -137,6 +156,12 @@ class FeatureVisualization(InspectionCallback):
         self.display_bands = display_bands
         self.statistics: BandStatistics | None = None
         self.renderings: dict[str, Rendering] = {}
+        self.tag_suffix = ""  # set in setup when another FeatureVisualization renders one of these layers
+
+    @property
+    def label(self) -> str:
+        """What this callback renders, for its tags: the channel choice, or the objective."""
+        return self.choice or self.objective
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -145,6 +170,7 @@ class FeatureVisualization(InspectionCallback):
         check_contract(type(self).__name__, "data module", trainer.datamodule, VisualisableDataModule)
         for layer in self.layers:
             find_layer(pl_module, layer)
+        self.tag_suffix = distinct_tag_suffix(self, trainer.callbacks)
         if self.choice in LCA_CHOICES:
             self.lca = self._lca_callback(trainer, pl_module)
         self.statistics = band_statistics(trainer.datamodule, self.statistics_size, self.seed)
@@ -220,6 +246,12 @@ class FeatureVisualization(InspectionCallback):
                 objectives = [named_objective("layer", layer)]
             else:
                 objectives = [named_objective(self.objective, layer, c) for c in self.channel_indices(layer)]
+            if not objectives:
+                rank_zero_warn(
+                    f"FeatureVisualization: no channel of {layer} {self._verb()} the loss in epoch "
+                    f"{self.lca_epoch}; nothing rendered for it"
+                )
+                continue
             check_objectives(model, objectives, probe.inputs[:1])
             shape = tuple(probe.inputs.shape[1:])
             penalised_objectives = [self.penalties(o) for o in objectives]
@@ -240,7 +272,7 @@ class FeatureVisualization(InspectionCallback):
             figure = feature_vis_figure(
                 self._title(layer, step), rows, probe.display, probe.indices, self.display_bands
             )
-            writer.add_figure(f"{self.tag}/{layer}", figure, step)
+            writer.add_figure(f"{self.tag}/{layer}{self.tag_suffix}", figure, step)
 
     def _examples(self, model: nn.Module, item, probe: ProbeSet, fields: dict[str, Field]) -> list:
         if not isinstance(item, Channel) or not self.examples:
@@ -253,7 +285,10 @@ class FeatureVisualization(InspectionCallback):
             return title
         if self.choice == RELEVANCE_CHOICE:
             return f"{title} (the channels with the most Deep Taylor relevance for the probe's predictions)"
-        verb = "helped" if self.choice == "lca_top_helped" else "hurt"
-        return (
-            f"{title} (the channels whose parameters {verb} the loss most in epoch {self.lca_epoch}, by LCA)"
-        )
+        found, asked = len(self.chosen[layer]), self.channels[self.choice]
+        which = f"the {found} channels" if found == asked else f"the only {found} of {asked} channels asked"
+        verb = self._verb()
+        return f"{title} ({which} whose parameters {verb} the loss most in epoch {self.lca_epoch}, by LCA)"
+
+    def _verb(self) -> str:
+        return "helped" if self.choice == "lca_top_helped" else "hurt"

@@ -11,7 +11,8 @@ from torchvision.transforms.v2 import functional as F
 from callbacks.feature_vis.capture import captured_outputs, forward
 from callbacks.feature_vis.objectives import Objective
 from callbacks.feature_vis.parameterisations import BandStatistics, ImageParameterisation
-from callbacks.feature_vis.transforms import STANDARD, Transform, apply
+from callbacks.feature_vis.redirected_relu import REDIRECT_STEPS, redirected_relus
+from callbacks.feature_vis.transforms import Transform, apply, standard_transforms
 
 
 def diagonal(objectives: Sequence[Objective], outputs: dict, inputs: torch.Tensor) -> torch.Tensor:
@@ -40,14 +41,14 @@ class Rendering:
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """How to render: ``steps`` of Adam at ``lr``, Fourier or pixel parameters, the random transforms,
-    ``thresholds`` (steps whose images are kept) and the ``seed`` of the start and the transforms (the
-    same seed gives the same images)."""
+    """How to render: ``steps`` of Adam at ``lr``, Fourier or pixel parameters, the random transforms
+    (None: Lucid's standard set scaled to the image size), ``thresholds`` (steps whose images are kept)
+    and the ``seed`` of the start and the transforms (the same seed gives the same images)."""
 
     steps: int = 256
     lr: float = 0.05
     fourier: bool = True
-    transforms: tuple[Transform, ...] = STANDARD
+    transforms: tuple[Transform, ...] | None = None
     thresholds: tuple[int, ...] = ()
     seed: int = 0
 
@@ -64,8 +65,9 @@ def render(
     input_size: tuple[int, int] | None = None,
 ) -> Rendering:
     """Render one image per objective, in one batch: ``model`` (in eval mode, its parameters frozen)
-    sees ``from_display`` of the transformed images. ``batch_objective`` (e.g. diversity) is added once
-    for the whole batch; ``start`` (display-space images) replaces the random start; images of
+    sees ``from_display`` of the transformed images; its ReLUs pass Lucid's redirected gradient for the
+    first steps (:mod:`callbacks.feature_vis.redirected_relu`). ``batch_objective`` (e.g. diversity) is
+    added once for the whole batch; ``start`` (display-space images) replaces the random start; images of
     ``image_shape`` are resized (bilinear) to ``input_size`` before the model when it differs."""
     parameter = next(model.parameters())
     generator = torch.Generator().manual_seed(settings.seed)
@@ -75,6 +77,9 @@ def render(
     if start is not None:
         image.start_from(start.to(parameter.device, torch.float32))
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
+    transforms = (
+        standard_transforms(min(image_shape[-2:])) if settings.transforms is None else settings.transforms
+    )
     all_objectives = [*objectives, batch_objective] if batch_objective else list(objectives)
     layers = [layer for objective in all_objectives for layer in objective.layers]
     dtype = parameter.dtype
@@ -91,10 +96,12 @@ def render(
             return scores(model, objectives, model_input(image()))
 
     rendering = Rendering(images=torch.empty(0), start=untransformed_scores())
-    with captured_outputs(model, layers) as outputs:
-        for step in range(1, settings.steps + 1):
+    step = 0
+    # the redirect's hooks go first, so that a captured ReLU output is the redirected one
+    with redirected_relus(model, lambda: step <= REDIRECT_STEPS), captured_outputs(model, layers) as outputs:
+        for step in range(1, settings.steps + 1):  # noqa: B007 -- the redirect reads the step
             optimizer.zero_grad()
-            inputs = model_input(apply(settings.transforms, image(), generator))
+            inputs = model_input(apply(transforms, image(), generator))
             forward(model, inputs, outputs)
             total = diagonal(objectives, outputs, inputs).sum()
             if batch_objective is not None:
