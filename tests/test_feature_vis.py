@@ -1,6 +1,7 @@
 """Feature visualisation on a LeNet trained for 320 steps on the offline MNIST sample."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,10 @@ from callbacks.feature_vis import (
     render,
 )
 from callbacks.feature_vis.callback import BANDS_FILE, band_statistics, distinct_tag_suffix, ranked
-from callbacks.feature_vis.objectives import ImagePenalty, check_objectives, penalised
+from callbacks.feature_vis.capture import captured_outputs, forward
+from callbacks.feature_vis.objectives import ImagePenalty, check_objectives, penalty
 from callbacks.feature_vis.render import scores
-from callbacks.feature_vis.transforms import STANDARD, Blur
+from callbacks.feature_vis.transforms import STANDARD, Blur, RandomScale, transform_from_config
 from callbacks.inspection import inspected_copy
 from callbacks.lca import LossChangeAllocation
 from callbacks.lca.store import LCARun
@@ -42,6 +44,7 @@ SUMMARY_KEYS = (
     "layer",
     "objective",
     "index",
+    "image",
     "activation_start",
     "activation_end",
     "dataset_mean",
@@ -224,6 +227,23 @@ def test_band_statistics_are_saved_and_read_back(tmp_path):
     torch.testing.assert_close(read.mean, statistics.mean)
 
 
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"pad": -1}, "the argument of pad must be a whole number of pixels, 0 or more"),
+        ({"jitter": 2.5}, "the argument of jitter must be a whole number of pixels, 0 or more"),
+        ({"scale": [0.9, -1]}, "the argument of scale must be a list of positive factors"),
+        ({"rotate": "5"}, "the argument of rotate must be a list of angles in degrees"),
+        ({"blur": 0}, "the argument of blur must be a positive standard deviation in pixels"),
+        ({"zoom": 2}, "is not one of ['blur', 'jitter', 'pad', 'rotate', 'scale'] with its argument"),
+    ],
+)
+def test_bad_transform_arguments_are_refused_in_one_line(spec, message):
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        transform_from_config(spec)
+    assert transform_from_config({"scale": [0.9, 1.1]}) == RandomScale((0.9, 1.1))
+
+
 @pytest.mark.parametrize("transform", [*STANDARD, Blur(0.7)], ids=lambda t: type(t).__name__)
 def test_every_transform_passes_gradients_through(transform):
     image = torch.rand(1, 2, 20, 20, dtype=torch.float64, requires_grad=True)
@@ -245,7 +265,15 @@ def test_objectives_on_hand_built_activations():
     logits = {"output": torch.tensor([[1.0, 5.0], [2.0, 0.0]])}
     torch.testing.assert_close(Logit(1, l2=0.5)(logits, images), torch.tensor([5.0 - 2.0, 0.0 - 2.0]))
     same = {"layer": output[:1].expand(3, -1, -1, -1)}
-    torch.testing.assert_close(Diversity("layer")(same, images), torch.full((3,), -1.0))
+    torch.testing.assert_close(Diversity("layer")(same, images), torch.full((3,), -2.0))
+    # two groups: a pair of equal images, and a pair whose Gram matrices share no entry
+    first, second = torch.zeros(2, 1, 1), torch.zeros(2, 1, 1)
+    first[0], second[1] = 1.0, 1.0
+    groups = {"layer": torch.stack([first, first, first, second])}
+    torch.testing.assert_close(Diversity("layer", group=2)(groups, images), torch.tensor([-1.0, -1, 0, 0]))
+    torch.testing.assert_close(Diversity("layer")(groups, images), torch.tensor([-2.0, -2, -2, 0]))
+    with pytest.raises(UserInputError, match="a batch of 4 images is not in groups of 3"):
+        Diversity("layer", group=3)(groups, images)
 
 
 def test_deepdream_amplifies_the_layer_from_a_validation_image(trained):
@@ -281,8 +309,14 @@ def test_the_command_writes_the_images_and_the_summary(trained, tmp_path, capsys
     summary = json.loads((out / "summary.json").read_text())
     assert [row["index"] for row in summary] == [0, 1, 5]
     written = {p.name for p in (out / "net.conv2").iterdir()}
-    assert written == {"channel_0.png", "channel_1.png", "channel_5.png", "channel_overview.png"}
-    assert Image.open(out / "net.conv2" / "channel_0.png").size == (28, 28)  # the image itself
+    assert written == {f"channel_{i}.{kind}" for i in (0, 1, 5) for kind in ("png", "npy")} | {
+        "channel_overview.png"
+    }
+    png = Image.open(out / "net.conv2" / "channel_0.png")
+    assert png.size == (28, 28) and png.mode == "L"  # the image itself, one band as one band
+    array = np.load(out / "net.conv2" / "channel_0.npy")
+    assert array.shape == (1, 28, 28) and array.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(png), (array[0] * 255 + 0.5).astype(np.uint8))
     for row in summary:
         assert list(row) == list(SUMMARY_KEYS)
         assert row["activation_end"] > row["activation_start"] and row["dataset_max"] >= row["dataset_mean"]
@@ -303,6 +337,30 @@ def test_the_command_writes_the_images_and_the_summary(trained, tmp_path, capsys
         ),
         (["--objective", "channel"], "--objective channel needs --layer"),
         (["--layer", "net.conv2", "--channels", "a-b"], "--channels 'a-b' is not a list like 0-7 or 0,3,5"),
+        (["--layer", "net.conv2", "--steps", "0"], "--steps 0 must be positive"),
+        (["--layer", "net.conv2", "--steps", "-5"], "--steps -5 must be positive"),
+        (["--layer", "net.conv2", "--lr", "0"], "--lr 0.0 must be positive"),
+        (["--layer", "net.conv2", "--images", "0"], "--images 0 must be positive"),
+        (["--layer", "net.conv2", "--diversity", "-1"], "--diversity -1.0 must be 0 or more"),
+        (
+            ["--layer", "net.conv2", "--diversity", "100"],
+            "--diversity needs --images 2 or more and the --layer",
+        ),
+        (["--objective", "logit", "--images", "2", "--diversity", "100"], "--diversity needs --images 2 or"),
+        (["--layer", "net.conv2", "--logit_l2", "0.1"], "--logit_l2 weighs the class model's L2; it needs"),
+        (["--layer", "net.conv2", "--penalty", "tv"], "--penalty 'tv' is not KIND=WEIGHT, e.g. tv=0.01"),
+        (["--layer", "net.conv2", "--penalty", "blur=1"], "penalties ['blur'] are not among l1, l2, tv"),
+        (["--layer", "net.conv2", "--penalty", "tv=-1"], "penalties {'tv': -1.0} must be 0 or more"),
+        (["--layer", "net.conv2", "--transforms", "{pad: 2}"], "--transforms '{pad: 2}' is not a list like"),
+        (
+            ["--layer", "net.conv2", "--transforms", "[{pad: -2}]"],
+            "the argument of pad must be a whole number",
+        ),
+        (
+            ["--layer", "net.conv2", "--display_bands", "0,1"],
+            "display_bands [0, 1] must be one or three band",
+        ),
+        (["--objective", "deepdream", "--layer", "net.conv2", "--images", "2"], "dreams into one image"),
     ],
 )
 def test_the_command_refuses_bad_layers_and_indices_in_one_line(trained, tmp_path, capsys, extra, message):
@@ -310,6 +368,62 @@ def test_the_command_refuses_bad_layers_and_indices_in_one_line(trained, tmp_pat
     with pytest.raises(SystemExit) as exit_info:
         visualize.main(["--config", CONFIG, "--ckpt_path", checkpoint, *extra, "--out", str(tmp_path)])
     assert message in str(exit_info.value) and str(exit_info.value).startswith("error: ")
+
+
+def gram_similarity(model, images: torch.Tensor, datamodule, layer: str) -> float:
+    """The cosine similarity of the Gram matrices of two display-space images at ``layer``."""
+    with captured_outputs(model, [layer]) as outputs:
+        forward(model, datamodule.from_display(images), outputs)
+    features = outputs[layer].flatten(start_dim=2)
+    grams = torch.nn.functional.normalize((features @ features.transpose(1, 2)).flatten(start_dim=1), dim=1)
+    return float(grams[0] @ grams[1])
+
+
+def test_the_command_renders_several_images_per_channel_apart_with_diversity(trained, tmp_path):
+    model, datamodule, _, checkpoint = trained
+    arguments = ["--config", CONFIG, "--ckpt_path", checkpoint, "--layer", "net.conv2", "--channels", "3"]
+    similarity = {}
+    for weight in ("0", "100"):
+        out = tmp_path / weight
+        visualize.main(
+            [*arguments, "--images", "2", "--diversity", weight, "--steps", "64", "--out", str(out)]
+        )
+        summary = json.loads((out / "summary.json").read_text())
+        assert [(row["index"], row["image"]) for row in summary] == [(3, 0), (3, 1)]
+        images = torch.stack(
+            [torch.from_numpy(np.load(out / "net.conv2" / f"channel_3_{i}.npy")) for i in (0, 1)]
+        )
+        similarity[weight] = gram_similarity(model, images, datamodule, "net.conv2")
+        assert all(row["activation_end"] > row["dataset_mean"] for row in summary)
+    assert similarity["100"] < similarity["0"] - 0.05
+
+
+def test_the_command_passes_penalties_and_transforms_to_the_render(trained, tmp_path):
+    _, _, _, checkpoint = trained
+    arguments = ["--config", CONFIG, "--ckpt_path", checkpoint, "--objective", "logit", "--channels", "3"]
+    arguments += ["--steps", "64", "--transforms", "[]"]
+    norms, variations = {}, {}
+    for name, extra in (("plain", []), ("l2", ["--logit_l2", "0.05"]), ("tv", ["--penalty", "tv=5"])):
+        visualize.main([*arguments, *extra, "--out", str(tmp_path / name)])
+        image = torch.from_numpy(np.load(tmp_path / name / "output" / "logit_3.npy"))[None]
+        norms[name] = float(image.pow(2).sum())
+        variations[name] = float(ImagePenalty("tv")({}, image))
+    assert norms["l2"] < 0.8 * norms["plain"] and variations["tv"] < 0.8 * variations["plain"]
+
+
+def test_a_multispectral_render_is_written_with_every_band(tmp_path, capsys):
+    images = torch.rand(2, 8, 6, 5, generator=torch.Generator().manual_seed(0))
+    row = dict.fromkeys(SUMMARY_KEYS, 0.0) | {"layer": "net.conv2", "objective": "channel", "index": 1}
+    summary = [row | {"image": 0}, row | {"image": 1}]
+    visualize.write_outputs(tmp_path, images, summary, None, [4, 2, 1])
+    for image in (0, 1):
+        array = np.load(tmp_path / "net.conv2" / f"channel_1_{image}.npy")
+        np.testing.assert_array_equal(array, images[image].numpy())
+        png = Image.open(tmp_path / "net.conv2" / f"channel_1_{image}.png")
+        assert png.mode == "RGB" and png.size == (5, 6)
+        expected = (images[image][[4, 2, 1]].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        np.testing.assert_array_equal(np.asarray(png), expected)
+    assert "net.conv2 channel 1 image 1: 0 -> 0" in capsys.readouterr().out
 
 
 def test_an_objective_on_a_layer_without_channels_is_refused():
@@ -420,16 +534,22 @@ def test_the_forward_pass_stops_after_the_last_layer_the_objectives_read():
 def test_penalties_lower_the_image_total_variation(trained):
     model, datamodule, statistics, _ = trained
     channel = Channel("net.conv2", 4)
-    smooth = penalised({"tv": 1.0})(channel)
     settings = RenderSettings(steps=64)
-    images = [
-        render(model, [o], statistics, datamodule.from_display, (1, 28, 28), settings).images
-        for o in (channel, smooth)
-    ]
-    variation = [ImagePenalty("tv")({}, image).item() for image in images]
+    plain, smooth = (
+        render(model, [channel], statistics, datamodule.from_display, (1, 28, 28), settings, batch)
+        for batch in (None, penalty({"tv": 1.0, "l1": 0.0}))
+    )
+    variation = [ImagePenalty("tv")({}, rendering.images).item() for rendering in (plain, smooth)]
     assert variation[1] < 0.7 * variation[0]
+    # the value reported is the channel's, without the penalty
+    with torch.no_grad():
+        reached = scores(model, [channel], datamodule.from_display(smooth.images))
+    torch.testing.assert_close(smooth.end, reached)
+    assert penalty({"l2": 0.0}) is None
     with pytest.raises(UserInputError, match=r"penalties \['blur'\] are not among l1, l2, tv"):
-        penalised({"blur": 1.0})
+        penalty({"blur": 1.0})
+    with pytest.raises(UserInputError, match=r"penalties \{'tv': -0.1\} must be 0 or more"):
+        penalty({"tv": -0.1})
 
 
 def test_a_segmentation_class_model_reads_the_logit_over_its_region():

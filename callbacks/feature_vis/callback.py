@@ -14,7 +14,7 @@ from callbacks.attribution.filter_relevance import ranked_filters
 from callbacks.contracts import VisualisableDataModule, check_contract
 from callbacks.feature_vis.examples import top_examples
 from callbacks.feature_vis.figure import feature_vis_figure
-from callbacks.feature_vis.objectives import Channel, check_objectives, named_objective, penalised
+from callbacks.feature_vis.objectives import Channel, check_objectives, named_objective, penalty
 from callbacks.feature_vis.parameterisations import BandStatistics
 from callbacks.feature_vis.render import Rendering, RenderSettings, render
 from callbacks.feature_vis.transforms import transform_from_config
@@ -105,7 +105,8 @@ class FeatureVisualization(InspectionCallback):
             the channel's strongest position.
         statistics_size: training images the band statistics are estimated from.
         penalties: weights of penalties on the image subtracted from every objective: ``{tv: 0.01}``
-            (total variation), ``l1``, ``l2``.
+            (total variation), ``l1``, ``l2`` (means over the model's input); the captions give the
+            objective reached without them.
         display_bands: the bands shown for images of other than 1 or 3 bands (default the first three).
         split, per_class, size, every_n_epochs: the probe set (for the dataset examples) and the
             schedule, as :class:`~callbacks.attribution.AttributionCallback`.
@@ -150,7 +151,7 @@ class FeatureVisualization(InspectionCallback):
         named_objective(objective, layers[0], 0)  # an unknown name fails here, before any training
         chosen = None if transforms is None else tuple(transform_from_config(t) for t in transforms)
         self.settings = RenderSettings(steps=steps, lr=lr, fourier=fourier, transforms=chosen, seed=seed)
-        self.penalties = penalised(penalties or {})
+        self.penalty = penalty(penalties or {})
         self.examples = examples
         self.statistics_size = statistics_size
         self.display_bands = display_bands
@@ -254,9 +255,8 @@ class FeatureVisualization(InspectionCallback):
                 continue
             check_objectives(model, objectives, probe.inputs[:1])
             shape = tuple(probe.inputs.shape[1:])
-            penalised_objectives = [self.penalties(o) for o in objectives]
             rendering = render(
-                model, penalised_objectives, self.statistics, self.from_display, shape, self.settings
+                model, objectives, self.statistics, self.from_display, shape, self.settings, self.penalty
             )
             self.renderings[layer] = rendering
             rows = [

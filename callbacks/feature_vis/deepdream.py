@@ -22,11 +22,13 @@ def deepdream(
     settings: RenderSettings = DEEPDREAM_SETTINGS,
     octaves: int = 3,
     octave_scale: float = 1.4,
+    batch_objective: Objective | None = None,
 ) -> Rendering:
     """``start`` (1, bands, H, W, display space) dreamed into by ``objective``: ``settings.steps`` steps
     at each of ``octaves`` sizes, each ``octave_scale`` times the one before, up to (H, W). The model
-    always sees the image resized to (H, W), so any model works, a fixed-size classifier too. The
-    result's ``start`` and ``end`` are the objective on ``start`` and on the dream."""
+    always sees the image resized to (H, W), so any model works, a fixed-size classifier too.
+    ``batch_objective`` (e.g. a penalty) is maximised beside it. The result's ``start`` and ``end`` are
+    the objective on ``start`` and on the dream."""
     height, width = start.shape[-2:]
     sizes = [
         (max(1, round(height / octave_scale**k)), max(1, round(width / octave_scale**k)))
@@ -37,7 +39,7 @@ def deepdream(
         image = F.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
         rendering = render(
             model, [objective], statistics, from_display, tuple(image.shape[1:]), settings,
-            start=image, input_size=(height, width),
+            batch_objective, start=image, input_size=(height, width),
         )  # fmt: skip
         image = rendering.images
     dtype = next(model.parameters()).dtype

@@ -149,8 +149,14 @@ class Direction(LayerObjective):
 
 @dataclass(frozen=True)
 class Diversity(LayerObjective):
-    """Minus the mean cosine similarity between the Gram matrices of the images of a batch (Olah et al.,
-    2017): pushes the images of one objective apart. The same value for every image."""
+    """Pushes the images of one objective apart (Olah et al., 2017): each image scores minus the summed
+    cosine similarity between its Gram matrix at ``layer`` and those of the other images of its group,
+    consecutive blocks of ``group`` images (the whole batch when 0). Summed over a group of n images,
+    this is n times minus Lucid's ``diversity(layer)``; as the group's n channel scores also sum to n
+    times Lucid's batch-mean channel objective, a weight w here balances as Lucid's ``- w * diversity``.
+    """
+
+    group: int = 0
 
     @property
     def name(self) -> str:
@@ -159,13 +165,16 @@ class Diversity(LayerObjective):
     def __call__(self, outputs, images):
         output = outputs[self.layer]
         count = len(output)
+        size = self.group or count
+        if count % size:
+            raise UserInputError(f"Diversity: a batch of {count} images is not in groups of {size}")
         features = output.flatten(start_dim=2)
         grams = torch.nn.functional.normalize(
             (features @ features.transpose(1, 2)).flatten(start_dim=1), dim=1
-        )
-        similarity = grams @ grams.T
-        mean_other = (similarity.sum() - similarity.diagonal().sum()) / max(count * (count - 1), 1)
-        return -mean_other.expand(count)
+        ).view(count // size, size, -1)
+        similarity = grams @ grams.transpose(1, 2)
+        to_others = similarity.sum(dim=2) - similarity.diagonal(dim1=1, dim2=2)
+        return -to_others.flatten()
 
 
 @dataclass(frozen=True)
@@ -253,16 +262,15 @@ def check_objectives(model: nn.Module, objectives: list[Objective], example: tor
                 )
 
 
-def penalised(weights: dict[str, float]):
-    """A function that subtracts ``weight`` x :class:`ImagePenalty` (``kind``) for each ``{kind: weight}``
-    from an objective (the objective itself when there are none)."""
+def penalty(weights: dict[str, float]) -> Objective | None:
+    """Minus ``weight`` x :class:`ImagePenalty` (``kind``) summed over ``{kind: weight}``, to render as a
+    batch term beside the objectives (so that what they reach is reported without it); None when no
+    weight is set. Weights must be 0 or more."""
     unknown = set(weights) - set(PENALTIES)
     if unknown:
         raise UserInputError(f"penalties {sorted(unknown)} are not among {', '.join(PENALTIES)}")
-
-    def apply(objective: Objective) -> Objective:
-        for kind, weight in weights.items():
-            objective = objective + -float(weight) * ImagePenalty(kind)
-        return objective
-
-    return apply
+    negative = {kind: weight for kind, weight in weights.items() if weight < 0}
+    if negative:
+        raise UserInputError(f"penalties {negative} must be 0 or more (the weights subtracted)")
+    terms = tuple((-float(weight), ImagePenalty(kind)) for kind, weight in weights.items() if weight)
+    return WeightedSum(terms) if terms else None

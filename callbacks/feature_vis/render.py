@@ -66,9 +66,10 @@ def render(
 ) -> Rendering:
     """Render one image per objective, in one batch: ``model`` (in eval mode, its parameters frozen)
     sees ``from_display`` of the transformed images; its ReLUs pass Lucid's redirected gradient for the
-    first steps (:mod:`callbacks.feature_vis.redirected_relu`). ``batch_objective`` (e.g. diversity) is
-    added once for the whole batch; ``start`` (display-space images) replaces the random start; images of
-    ``image_shape`` are resized (bilinear) to ``input_size`` before the model when it differs."""
+    first steps (:mod:`callbacks.feature_vis.redirected_relu`). ``batch_objective`` (e.g. diversity), a
+    score per image that depends on the whole batch, is added to the objectives' sum; ``start``
+    (display-space images) replaces the random start; images of ``image_shape`` are resized (bilinear)
+    to ``input_size`` before the model when it differs."""
     parameter = next(model.parameters())
     generator = torch.Generator().manual_seed(settings.seed)
     image = ImageParameterisation(
@@ -105,7 +106,7 @@ def render(
             forward(model, inputs, outputs)
             total = diagonal(objectives, outputs, inputs).sum()
             if batch_objective is not None:
-                total = total + batch_objective(outputs, inputs)[0]
+                total = total + batch_objective(outputs, inputs).sum()
             (-total).backward()
             optimizer.step()
             if step in settings.thresholds:

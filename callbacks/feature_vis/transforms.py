@@ -113,14 +113,38 @@ STANDARD = standard_transforms(LUCID_SIZE)
 TRANSFORMS = {"pad": Pad, "jitter": Jitter, "scale": RandomScale, "rotate": RandomRotate, "blur": Blur}
 
 
+TRANSFORM_ARGUMENTS = {
+    "pad": "a whole number of pixels, 0 or more",
+    "jitter": "a whole number of pixels, 0 or more",
+    "scale": "a list of positive factors",
+    "rotate": "a list of angles in degrees",
+    "blur": "a positive standard deviation in pixels",
+}
+
+
 def transform_from_config(spec: dict) -> Transform:
     """One transform from ``{"jitter": 8}``, ``{"scale": [0.9, 1.1]}``, ``{"rotate": [-5, 0, 5]}``..."""
-    if len(spec) != 1 or next(iter(spec)) not in TRANSFORMS:
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in TRANSFORMS:
         raise UserInputError(
             f"transform {spec} is not one of {sorted(TRANSFORMS)} with its argument, e.g. {{jitter: 8}}"
         )
     name, argument = next(iter(spec.items()))
+    if not valid_argument(name, argument):
+        raise UserInputError(f"transform {spec}: the argument of {name} must be {TRANSFORM_ARGUMENTS[name]}")
     return TRANSFORMS[name](tuple(argument) if isinstance(argument, list) else argument)
+
+
+def valid_argument(name: str, argument) -> bool:
+    def number(value) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    if name in ("pad", "jitter"):
+        return isinstance(argument, int) and not isinstance(argument, bool) and argument >= 0
+    if name == "blur":
+        return number(argument) and argument > 0
+    if not isinstance(argument, list) or not argument or not all(number(value) for value in argument):
+        return False
+    return name == "rotate" or all(value > 0 for value in argument)
 
 
 def apply(transforms: Sequence[Transform], images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
