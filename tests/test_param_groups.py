@@ -52,6 +52,15 @@ def test_a_group_with_lr_0_never_moves_and_gets_zero_lca_and_a_group_keeps_its_m
         ('[{params: "net.fc9.*", lr: 0.0}]', r"params 'net.fc9.\*' matches no parameter .* net.fc1.weight"),
         ("[{lr: 0.0}]", r"param_groups\[0\] needs params: a name pattern"),
         ('[{params: "net.fc3.*", betas: [0.9, 0.99]}]', "SGD has no setting betas; its settings are"),
+        (
+            '[{params: "net.fc3.*", lr: 0.1}, {params: "net.fc1.*", lr: -1.0}]',
+            r"model.param_groups\[1\].lr=-1.0 is refused by SGD: Invalid learning rate: -1.0",
+        ),
+        (
+            '[{params: "net.fc3.*", lr: fast}]',
+            r"\[0\].lr='fast' must be a number, as SGD's own lr",
+        ),
+        ('[{params: "net.fc3.*", momentum: -0.5}]', r"param_groups\[0\].momentum=-0.5 is refused by SGD"),
     ],
 )
 def test_bad_groups_are_refused_in_one_line(tmp_path, groups, message):
