@@ -4,7 +4,7 @@
         [--peak-window 1] [--peak-threshold T] [--null-draws 1000] [--out FOLDER]
     python -m lightning_app.report lca-sweep SWEEP_DIR [--json] [--out FOLDER]
     python -m lightning_app.report lca-replay RUN_DIR [--integrator adaptive] [--eval-split val]
-        [--eval-size N] [--out OUT_DIR]
+        [--eval-size N] [--dense-every K --dense-fields lca,gradient,delta] [--out OUT_DIR]
 
 ``lca`` reads ``RUN_DIR/lca.h5`` (or the store file given directly), writes PNG figures to
 ``RUN_DIR/lca_report/`` (or ``--out``) and prints a summary; with ``--json``, one JSON object. A store
@@ -13,8 +13,10 @@ run with an LCA store under SWEEP_DIR (``python -m lightning_app.sweep`` puts a 
 prints and writes the table of the sweep (learning rate, batch size, iterations, mean % of parameters
 helped per iteration, and among those that moved, conservation error, final loss) as ``lca_sweep.csv``
 and the grid of loss plots as ``lca_sweep_grid.png``. ``lca-replay`` recomputes a run's LCA from the
-weight history its ``WeightHistory`` callback stored, with the run's settings or another integrator or
-evaluation set, into ``OUT_DIR/lca.h5`` (default ``RUN_DIR/lca_replay/``), without training again.
+weight history its ``WeightHistory`` callback stored, with the run's settings (its dense records too) or
+another integrator, evaluation set or dense records, into ``OUT_DIR/lca.h5`` (default
+``RUN_DIR/lca_replay/``), without training again; a damaged history is refused before anything is
+written, and a replay that stops leaves ``lca.partial.h5``, never an ``lca.h5`` that looks complete.
 """
 
 import argparse
@@ -89,9 +91,11 @@ def lca_replay(args: argparse.Namespace) -> None:
 
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "lca_replay"
+    fields = args.dense_fields.split(",") if args.dense_fields else None
     store = replay(
-        run_dir, out, integrator=args.integrator, eval_split=args.eval_split, eval_size=args.eval_size
-    )
+        run_dir, out, integrator=args.integrator, eval_split=args.eval_split, eval_size=args.eval_size,
+        dense_every=args.dense_every, dense_fields=fields,
+    )  # fmt: skip
     print(f"replayed LCA: {store}; the figures and numbers: python -m lightning_app.report lca {store}")
 
 
@@ -136,6 +140,12 @@ def main(argv: list[str] | None = None) -> None:
     replay.add_argument("--integrator", choices=["first_order", "rk4", "adaptive"], help="default: the run's")
     replay.add_argument("--eval-split", choices=["train", "val", "test"], help="default: the run's (train)")
     replay.add_argument("--eval-size", type=int, help="examples of the split (default: the run's)")
+    replay.add_argument(
+        "--dense-every", type=int, help="store per-parameter vectors every k-th step (default: the run's)"
+    )
+    replay.add_argument(
+        "--dense-fields", help="which, with --dense-every: lca,gradient,delta (default: the run's)"
+    )
     replay.add_argument("--out", help="folder of the new store (default RUN_DIR/lca_replay)")
     replay.set_defaults(run=lca_replay)
     run_subcommand(parser, argv)

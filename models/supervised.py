@@ -65,9 +65,18 @@ class SupervisedModule(pl.LightningModule):
     def configure_optimizers(self):
         """The optimizer (with ``param_groups``, see :mod:`models.param_groups`), and the scheduler stepped
         every epoch (ReduceLROnPlateau watches ``val/loss``)."""
-        optimizer = self.optimizer(parameter_groups(list(self.named_parameters()), self.param_groups))
+        groups = parameter_groups(list(self.named_parameters()), self.param_groups)
+        optimizer = built("optimizer", lambda: self.optimizer(groups))
         check_group_settings(optimizer, self.param_groups)
         if self.lr_scheduler is None:
             return optimizer
-        scheduler = self.lr_scheduler(optimizer)
+        scheduler = built("lr_scheduler", lambda: self.lr_scheduler(optimizer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+
+
+def built(key: str, build):
+    """``build()``, a setting torch refuses (``lr: -1.0``) in one line naming ``model.init_args.<key>``."""
+    try:
+        return build()
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"model.init_args.{key}: {error}; fix its init_args") from error

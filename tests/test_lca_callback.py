@@ -106,9 +106,13 @@ def test_dense_gradients_and_deltas_recompute_the_lca_and_the_estimate_counts_th
         3 * dense_mib, abs=0.05
     )  # + gradient, delta, val_gradient
     with pytest.raises(
-        UserInputError, match="dense_fields \\['hessian'\\] must be among lca, gradient, delta"
+        UserInputError, match="dense_fields \\['hessian'\\] must be one or more of lca, gradient, delta"
     ):
-        LossChangeAllocation(dense_fields=["hessian"])
+        LossChangeAllocation(dense_every=2, dense_fields=["hessian"])
+    with pytest.raises(UserInputError, match="dense_fields \\[\\] must be one or more of lca, gradient"):
+        LossChangeAllocation(dense_every=2, dense_fields=[])
+    with pytest.raises(UserInputError, match="are stored only with dense_every: k .*; set it, or leave"):
+        LossChangeAllocation(dense_fields=["lca", "gradient"])
 
 
 def test_trajectories_are_the_cumulative_lca_of_random_and_leading_parameters_per_layer():

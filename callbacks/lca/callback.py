@@ -30,8 +30,8 @@ from callbacks.lca.integrity import state_crc
 from callbacks.lca.layout import ParameterLayout
 from callbacks.lca.loss import ElementwiseLoss
 from callbacks.lca.record_writer import Outputs, RecordWriter, StepResult
-from callbacks.lca.records import RecordBuilder
-from callbacks.lca.store import DENSE_FIELDS, LCARun, LCAStore, step_columns
+from callbacks.lca.records import RecordBuilder, value_dtype
+from callbacks.lca.store import DENSE_FIELDS, VALUE_FORMATS, LCARun, LCAStore, step_columns
 from callbacks.lca.time_estimate import TimeEstimate
 from callbacks.placement import Placement
 from lightning_app.errors import UserInputError, check_not_negative, check_positive
@@ -77,9 +77,10 @@ class LossChangeAllocation(pl.Callback):
             'eval' (running statistics).
         per_class: split the loss into per-class terms (one vectorised pass) and record LCA per class.
         dense_every: every k-th step, store per-parameter vectors of the step (0: never).
-        dense_fields: which: ``lca`` (default), ``gradient`` (the path-averaged gradient ḡ of the LCA
-            loss) and ``delta`` (Δθ); with ``with_val``, lca and gradient of the val set too. LCA =
-            gradient x delta element-wise, so a stored step can be recomputed or re-weighted.
+        dense_fields: which (with ``dense_every`` only): ``lca`` (default), ``gradient`` (the
+            path-averaged gradient ḡ of the LCA loss) and ``delta`` (Δθ); with ``with_val``, lca and
+            gradient of the val set too. LCA = gradient x delta element-wise, so a stored step can be
+            recomputed or re-weighted.
         flush_every: steps between writes of the store.
         histogram_every: steps between TensorBoard histograms of the LCA of each layer's parameters
             (0: never).
@@ -147,11 +148,16 @@ class LossChangeAllocation(pl.Callback):
         self.bn_mode = bn_mode
         self.per_class = per_class
         self.dense_every = dense_every
-        self.dense_fields = tuple(dense_fields or ["lca"])
+        self.dense_fields = ("lca",) if dense_fields is None else tuple(dense_fields)
         unknown = sorted(set(self.dense_fields) - set(DENSE_FIELDS))
         if unknown or not self.dense_fields:
             raise UserInputError(
-                f"LCA dense_fields {list(self.dense_fields)} must be among {', '.join(DENSE_FIELDS)}"
+                f"LCA dense_fields {list(self.dense_fields)} must be one or more of {', '.join(DENSE_FIELDS)}"
+            )
+        if dense_fields is not None and not dense_every:
+            raise UserInputError(
+                f"LCA dense_fields {list(self.dense_fields)} are stored only with dense_every: k (every k-th "
+                "step); set it, or leave dense_fields out"
             )
         self.flush_every = flush_every
         self.histogram_every = histogram_every
@@ -241,7 +247,7 @@ class LossChangeAllocation(pl.Callback):
             self.recorded = self._resume["position"]
         if not trainer.is_global_zero:
             return
-        builder = RecordBuilder(self.layout, self.placement.device)
+        builder = RecordBuilder(self.layout, self.placement.device, value_dtype(self.placement.dtype))
         if self._resume is not None:
             builder.totals.load_state_dict(self._resume["totals"])
         store = self._open_store(self._metadata(trainer, log_dir))
@@ -264,7 +270,8 @@ class LossChangeAllocation(pl.Callback):
         """This run's store: new, or on resume holding the checkpoint's records when their store is the
         checkpoint's run's and intact (otherwise new, starting at the checkpoint's step, with a warning)."""
         dense = self.dense_datasets() if self.dense_every else ()
-        create = (self.path, self.layout, metadata, self.class_names, self.eval_indices, dense)
+        values = value_dtype(self.placement.dtype)
+        create = (self.path, self.layout, metadata, self.class_names, self.eval_indices, dense, values)
         if self._resume is None:
             return LCAStore.create(*create)
         source, position = Path(self._resume["store_path"]), self._resume["position"]
@@ -315,12 +322,15 @@ class LossChangeAllocation(pl.Callback):
         classes = len(self.class_names) if self.class_names else 1
         steps = trainer.estimated_stepping_batches
         steps = int(steps) if math.isfinite(steps) else 0
+        values = VALUE_FORMATS[value_dtype(self.placement.dtype)]
         columns = step_columns(
-            self.layout, len(self.class_names) if self.class_names else None, self.with_val
+            self.layout, len(self.class_names) if self.class_names else None, self.with_val, values
         )
         row_bytes = sum(math.prod(shape) * int(dtype[1:]) for shape, dtype in columns.values())
         dense_bytes = (
-            (steps // self.dense_every) * k * 4 * len(self.dense_datasets()) if self.dense_every else 0
+            (steps // self.dense_every) * k * int(values[1:]) * len(self.dense_datasets())
+            if self.dense_every
+            else 0
         )
         sets = len(self.evaluators)
         vectors = 4 * k * (1 + sets * 6 * classes) + 8 * k * 3 + 4 * k * 3  # θ, gradients, Δθ, LCA, totals

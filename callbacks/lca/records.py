@@ -125,11 +125,21 @@ def value_histogram(lca: torch.Tensor) -> torch.Tensor:
     )
 
 
-class RecordBuilder:
-    """Reduces one step's integrals to a :class:`StepRecord` and updates the running totals."""
+def value_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the stored per-neuron, per-class, trajectory and dense values for a model in
+    ``model_dtype``: float64 for a float64 model (``precision: 64-true``), float32 otherwise."""
+    return torch.float64 if model_dtype == torch.float64 else torch.float32
 
-    def __init__(self, layout: ParameterLayout, device: torch.device) -> None:
+
+class RecordBuilder:
+    """Reduces one step's integrals to a :class:`StepRecord` and updates the running totals; the
+    per-neuron and trajectory values of the records are in ``values`` (:func:`value_dtype`)."""
+
+    def __init__(
+        self, layout: ParameterLayout, device: torch.device, values: torch.dtype = torch.float32
+    ) -> None:
         self.layout = layout
+        self.values = values
         self.totals = RunningTotals.zeros(layout.num_parameters, device)
         self.trajectories = TrajectorySelection.of(layout, device)
         self.random_index = self.trajectories.random.to(device)
@@ -185,9 +195,9 @@ class RecordBuilder:
             splits=splits,
             train=train_record,
             layer_counts=layer_counts.cpu(),
-            neuron_lca=self.per_neuron(lca).float().cpu(),
-            trajectory_random=self.totals.lca[self.random_index].float().cpu(),
-            trajectory_leaders=self.totals.lca[leaders].float().cpu(),
+            neuron_lca=self.per_neuron(lca).to(self.values).cpu(),
+            trajectory_random=self.totals.lca[self.random_index].to(self.values).cpu(),
+            trajectory_leaders=self.totals.lca[leaders].to(self.values).cpu(),
             leader_index=leaders.int().cpu(),
             val=self._set_record(val, delta, val.grad.double() * delta) if val is not None else None,
         )

@@ -7,6 +7,7 @@ steps exactly as it would online: with the run's settings by default, or with an
 evaluation set. Runs on a GPU when there is one.
 """
 
+import os
 from pathlib import Path
 
 import h5py
@@ -19,9 +20,11 @@ from callbacks.lca.callback import LossChangeAllocation
 from callbacks.lca.store import LCARun
 from callbacks.lca.weight_history import HISTORY_FILE, floating_buffers
 from lightning_app.cli import cli_main
-from lightning_app.errors import UserInputError
+from lightning_app.errors import UserInputError, describe
 
 CONFIG_KEYS = ("seed_everything", "trainer", "model", "data")
+HISTORY_DATASETS = ("theta", "buffers", "global_step", "epoch")
+PARTIAL_STORE = "lca.partial.h5"  # the store while a replay writes it
 SETTINGS = ("integrator", "tolerance", "max_splits", "bn_mode", "chunk_size", "eval_seed", "eval_split")
 
 
@@ -78,6 +81,9 @@ def online_settings(run_dir: Path) -> dict:
     settings["eval_size"] = attrs.get("eval_size", sizes.get("train"))
     settings["with_val"] = "val" in sizes
     settings["val_size"] = attrs.get("val_size", sizes.get("val"))
+    settings["dense_every"] = attrs.get("dense_every", 0)
+    if settings["dense_every"]:  # the val set's datasets follow from with_val
+        settings["dense_fields"] = [f for f in attrs["dense_fields"] if not f.startswith("val_")]
     return settings
 
 
@@ -90,15 +96,52 @@ def model_config(config: Path, out: Path) -> Path:
     return path
 
 
+def check_history(path: Path) -> None:
+    """Read every row of a weight history once: a truncated or damaged file is refused, naming the
+    first row that cannot be read, before anything is written."""
+    try:
+        with h5py.File(path, "r") as history:
+            rows = {name: history[name].shape[0] for name in HISTORY_DATASETS if name in history}
+            if len(set(rows.values())) != 1:
+                raise UserInputError(f"{path} is damaged: its datasets hold different numbers of rows {rows}")
+            for name in rows:
+                for row in range(rows[name]):
+                    read_row(history, name, row, path)
+    except OSError as error:
+        raise UserInputError(
+            f"{path} cannot be read ({describe(error)}): the weight history is damaged; nothing was replayed"
+        ) from error
+
+
+def read_row(history: h5py.File, name: str, row: int, path: Path) -> None:
+    try:
+        history[name][row]
+    except OSError as error:
+        raise UserInputError(
+            f"{path} is damaged: row {row} of {name} ({history[name].shape[0]} rows) cannot be read "
+            f"({describe(error)}); nothing was replayed"
+        ) from error
+
+
 def replay(run_dir: Path, out: Path, **changes) -> Path:
     """Recompute the LCA of the run in ``run_dir`` into ``out/lca.h5`` with the run's LCA settings
-    updated by ``changes`` (integrator, eval_split, eval_size, ...); returns the new store's path."""
+    (dense records included) updated by ``changes`` (integrator, eval_split, eval_size, dense_every,
+    ...); returns the new store's path. The history is read through once first, and the store is
+    written as ``lca.partial.h5``, renamed ``lca.h5`` only when every step is replayed."""
     history_path, config = run_dir / HISTORY_FILE, run_dir / "config.yaml"
     for path, needed in ((history_path, "the WeightHistory callback"), (config, "its config.yaml")):
         if not path.is_file():
             raise UserInputError(f"{run_dir} has no {path.name}: replay needs a run trained with {needed}")
-    out.mkdir(parents=True, exist_ok=True)
+    check_history(history_path)
     settings = {**online_settings(run_dir), **{k: v for k, v in changes.items() if v is not None}}
+    if not settings.get("dense_every") and changes.get("dense_fields") is None:
+        settings.pop("dense_fields", None)  # dense_every 0 asked for: the run's fields are not wanted
+    store, partial = out / "lca.h5", out / PARTIAL_STORE
+    if store.exists():
+        raise UserInputError(f"{store} already exists (an earlier replay): move it away, or give --out")
+    lca = LossChangeAllocation(**settings, store_path=str(partial), report=False)  # settings checked here
+    out.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)  # an earlier replay that stopped
     cli = cli_main(
         ["--config", str(model_config(config, out)), f"--trainer.default_root_dir={out}"], run=False
     )
@@ -110,11 +153,11 @@ def replay(run_dir: Path, out: Path, **changes) -> Path:
         load_row(module, history, 0)
         module.training_step = replayed_step(module)
         module.configure_optimizers = lambda: HistoryOptimizer(module, history)
-        lca = LossChangeAllocation(**settings, store_path=str(out / "lca.h5"), report=False)
         trainer = pl.Trainer(
             max_steps=history["theta"].shape[0] - 1, callbacks=[lca], logger=False, devices=1,
             precision=cli.trainer.precision, enable_checkpointing=False, enable_progress_bar=False,
             limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=str(out),
         )  # fmt: skip
         trainer.fit(module, datamodule=cli.datamodule)
-    return out / "lca.h5"
+    os.replace(partial, store)
+    return store

@@ -12,12 +12,15 @@ Layout (T = steps recorded, L = parameter tensors, C = classes, N = neurons, K =
     steps/loss_start, loss_end, lca_sum                    (T,) float64, on the LCA evaluation set
     steps/layer_lca (T, L) float64, layer_counts (T, L, 3) helped/hurt/zero, neuron_lca (T, N)
     steps/class_layer_lca (T, C, L), class_loss_start|end (T, C)          with per-class LCA
-    steps/trajectory_random, trajectory_leaders (T, M) float32 cumulative LCA, leader_index (T, M)
+    steps/trajectory_random, trajectory_leaders (T, M) cumulative LCA, leader_index (T, M)
     val/loss_start, loss_end, lca_sum, layer_lca, class_*                  with the val set
     totals/lca, helped, hurt, zero (K,), histogram (2, bins), steps ()     as of the last flush
-    dense/step (n,), dense/<field> (n, K) float32 for each of lca, gradient, delta, val_lca,
+    dense/step (n,), dense/<field> (n, K) for each of lca, gradient, delta, val_lca,
         val_gradient chosen                                                every k-th step, opt-in
     checks/flushes (F, 3 + datasets)     rows and CRC-32 checksums at each flush (``integrity``)
+
+neuron_lca, class_layer_lca, the trajectories and the dense values are float32, or float64 when the
+model is (``precision: 64-true``).
 
 The file is written in HDF5's single-writer/multiple-reader mode: :class:`LCARun` reads it during
 training, and after the writer was killed, up to the last flush; it refuses a store that fails its
@@ -48,7 +51,12 @@ DENSE_VALUES_PER_CHUNK = 1 << 18
 DENSE_FIELDS = ("lca", "gradient", "delta")
 
 
-def _set_columns(prefix: str, layout: ParameterLayout, classes: int | None) -> dict[str, tuple[tuple, str]]:
+VALUE_FORMATS = {torch.float32: "f4", torch.float64: "f8"}  # the stored values' dtype -> HDF5's
+
+
+def _set_columns(
+    prefix: str, layout: ParameterLayout, classes: int | None, values: str
+) -> dict[str, tuple[tuple, str]]:
     columns = {
         f"{prefix}/loss_start": ((), "f8"),
         f"{prefix}/loss_end": ((), "f8"),
@@ -56,16 +64,17 @@ def _set_columns(prefix: str, layout: ParameterLayout, classes: int | None) -> d
         f"{prefix}/layer_lca": ((layout.num_tensors,), "f8"),
     }
     if classes is not None:
-        columns[f"{prefix}/class_layer_lca"] = ((classes, layout.num_tensors), "f4")
+        columns[f"{prefix}/class_layer_lca"] = ((classes, layout.num_tensors), values)
         columns[f"{prefix}/class_loss_start"] = ((classes,), "f8")
         columns[f"{prefix}/class_loss_end"] = ((classes,), "f8")
     return columns
 
 
 def step_columns(
-    layout: ParameterLayout, classes: int | None, with_val: bool
+    layout: ParameterLayout, classes: int | None, with_val: bool, values: str = "f4"
 ) -> dict[str, tuple[tuple, str]]:
-    """Name -> (shape of one step's row, dtype) of every per-step dataset."""
+    """Name -> (shape of one step's row, dtype) of every per-step dataset; ``values`` is the dtype of the
+    per-class, per-neuron and trajectory values."""
     tracked = TrajectorySelection.of(layout).size
     columns = {
         "steps/step": ((), "i8"),
@@ -73,15 +82,15 @@ def step_columns(
         "steps/epoch": ((), "i4"),
         "steps/valid": ((), "u1"),
         "steps/splits": ((), "i2"),
-        **_set_columns("steps", layout, classes),
+        **_set_columns("steps", layout, classes, values),
         "steps/layer_counts": ((layout.num_tensors, 3), "i4"),
-        "steps/neuron_lca": ((layout.num_neurons,), "f4"),
-        "steps/trajectory_random": ((tracked,), "f4"),
-        "steps/trajectory_leaders": ((tracked,), "f4"),
+        "steps/neuron_lca": ((layout.num_neurons,), values),
+        "steps/trajectory_random": ((tracked,), values),
+        "steps/trajectory_leaders": ((tracked,), values),
         "steps/leader_index": ((tracked,), "i4"),
     }
     if with_val:
-        columns.update(_set_columns("val", layout, classes))
+        columns.update(_set_columns("val", layout, classes, values))
     return columns
 
 
@@ -144,15 +153,18 @@ class LCAStore:
         class_names: list[str] | None,
         eval_indices: dict[str, np.ndarray],
         dense: tuple[str, ...],
+        values: torch.dtype = torch.float32,
     ) -> "LCAStore":
-        """A new store at ``path``; a file already there (another run's) is refused, never replaced."""
+        """A new store at ``path``, its per-class, per-neuron, trajectory and dense values in ``values``
+        (:func:`~callbacks.lca.records.value_dtype`); a file already there (another run's) is refused,
+        never replaced."""
         if path.exists():
             raise UserInputError(
                 f"the LCA store {path} already exists and belongs to another run: move it away, or give "
                 "this run its own folder (a logger, or the callback's store_path)"
             )
         classes = len(class_names) if class_names is not None else None
-        columns = step_columns(layout, classes, with_val="val" in eval_indices)
+        columns = step_columns(layout, classes, with_val="val" in eval_indices, values=VALUE_FORMATS[values])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             file = h5py.File(path, "w", libver="latest")
@@ -173,7 +185,7 @@ class LCAStore:
             k = layout.num_parameters
             for name in dense:
                 file.create_dataset(
-                    f"dense/{name}", shape=(0, k), maxshape=(None, k), dtype="f4",
+                    f"dense/{name}", shape=(0, k), maxshape=(None, k), dtype=VALUE_FORMATS[values],
                     chunks=(1, min(k, DENSE_VALUES_PER_CHUNK)), **DENSE_COMPRESSION,
                 )  # fmt: skip
         checks = RunningChecksums.create(file, [*columns, *_dataset_names(file, "dense")])
@@ -206,7 +218,11 @@ class LCAStore:
 
     def append_dense(self, step: int, vectors: dict[str, torch.Tensor]) -> None:
         """A step's per-parameter vectors, one per dense dataset of the store (name -> (K,))."""
-        self.dense_buffer.append((step, {name: v.float().cpu().numpy() for name, v in vectors.items()}))
+        values = {name: v.to(self._dense_dtype(name)).cpu().numpy() for name, v in vectors.items()}
+        self.dense_buffer.append((step, values))
+
+    def _dense_dtype(self, name: str) -> torch.dtype:
+        return torch.float64 if self.file[f"dense/{name}"].dtype == np.float64 else torch.float32
 
     def flush(self, totals: RunningTotals) -> None:
         """Write the buffered rows and the totals, then make them visible to readers."""

@@ -11,11 +11,14 @@ from torch.nn.utils import parameters_to_vector
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
+from callbacks.lca.records import value_dtype
+from callbacks.lca.store import VALUE_FORMATS
 from lightning_app.errors import UserInputError
 
 HISTORY_FILE = "weights.h5"
 VALUES_PER_CHUNK = 1 << 18
 COMPRESSION = {"compression": "gzip", "compression_opts": 4}
+CHECKSUM = {"fletcher32": True}  # HDF5 checks every chunk when it is read: damage is found, not replayed
 
 
 def floating_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -24,10 +27,11 @@ def floating_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class WeightHistory(pl.Callback):
-    """Stores θ_t, the parameters (float32, flattened in ``named_parameters`` order) before the first
-    optimizer step and after every one, with the floating-point buffers (batch-norm statistics) and the
-    global step and epoch, in ``<log_dir>/weights.h5`` (datasets ``theta`` and, for a model with such
-    buffers, ``buffers``) (chunked and gzip-compressed; one row per step).
+    """Stores θ_t, the parameters (flattened in ``named_parameters`` order; float32, or float64 for a
+    float64 model) before the first optimizer step and after every one, with the floating-point buffers
+    (batch-norm statistics) and the global step and epoch, in ``<log_dir>/weights.h5`` (datasets
+    ``theta`` and, for a model with such buffers, ``buffers``; chunked, gzip-compressed and
+    Fletcher-32 checksummed; one row per step).
     ``python -m lightning_app.report lca-replay RUN_DIR`` recomputes LCA from it, with any integrator and
     evaluation set, without training again. The size before compression is logged at start. Rank 0
     writes; a resumed run is not supported (the history starts where the run starts).
@@ -37,6 +41,7 @@ class WeightHistory(pl.Callback):
         self.file: h5py.File | None = None
         self.parameters: list[torch.nn.Parameter] = []
         self.buffers: dict[str, torch.Tensor] = {}
+        self.dtype = torch.float32  # the model's, when it is float64: set with the model in place
         self._hook: RemovableHandle | None = None
         self._trainer: pl.Trainer | None = None
 
@@ -55,6 +60,7 @@ class WeightHistory(pl.Callback):
             )
         self.parameters = list(pl_module.parameters())
         self.buffers = floating_buffers(pl_module)
+        self.dtype = value_dtype(self.parameters[0].dtype)
         k = sum(p.numel() for p in self.parameters)
         b = sum(buffer.numel() for buffer in self.buffers.values())
         self.file = h5py.File(path, "w")
@@ -62,14 +68,16 @@ class WeightHistory(pl.Callback):
         self.file.attrs["buffer_names"] = list(self.buffers)
         for name, width in (("theta", k), ("buffers", b)) if b else (("theta", k),):
             self.file.create_dataset(
-                name, shape=(0, width), maxshape=(None, width), dtype="f4",
-                chunks=(1, max(1, min(width, VALUES_PER_CHUNK))), **COMPRESSION,
+                name, shape=(0, width), maxshape=(None, width), dtype=VALUE_FORMATS[self.dtype],
+                chunks=(1, max(1, min(width, VALUES_PER_CHUNK))), **COMPRESSION, **CHECKSUM,
             )  # fmt: skip
         for name in ("global_step", "epoch"):
-            self.file.create_dataset(name, shape=(0,), maxshape=(None,), dtype="i8", chunks=(256,))
+            self.file.create_dataset(
+                name, shape=(0,), maxshape=(None,), dtype="i8", chunks=(256,), **CHECKSUM
+            )
         steps = trainer.estimated_stepping_batches
         if math.isfinite(steps):
-            mib = (int(steps) + 1) * (k + b) * 4 / 2**20
+            mib = (int(steps) + 1) * (k + b) * self.dtype.itemsize / 2**20
             rank_zero_info(
                 f"WeightHistory: {k:,} parameters a step, {mib:,.1f} MiB for {int(steps):,} steps before "
                 f"compression, at {path}"
@@ -82,10 +90,11 @@ class WeightHistory(pl.Callback):
 
     def _append(self, steps_done: int) -> None:
         row = self.file["theta"].shape[0]
-        theta = parameters_to_vector(self.parameters).detach().float().cpu().numpy()
+        theta = parameters_to_vector(self.parameters).detach().to(self.dtype).cpu().numpy()
         values = {"theta": theta, "global_step": steps_done, "epoch": self._trainer.current_epoch}
         if self.buffers:
-            values["buffers"] = torch.cat([b.detach().flatten().float().cpu() for b in self.buffers.values()])
+            buffers = [b.detach().flatten().to(self.dtype).cpu() for b in self.buffers.values()]
+            values["buffers"] = torch.cat(buffers)
         for name, value in values.items():
             dataset = self.file[name]
             dataset.resize(row + 1, axis=0)
