@@ -26,6 +26,11 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+def is_number(value) -> bool:
+    """An int or float as YAML gives it (a bool is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_positive(owner: str, **values: float | None) -> None:
     """Refuse a value that is not positive (None is allowed: 'not set'), naming ``owner.key``."""
     for key, value in values.items():

@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
-from lightning_app.errors import UserInputError
+from lightning_app.errors import UserInputError, is_number
 
 
 def parameter_groups(named: list[tuple[str, nn.Parameter]], specs: list[dict]) -> list[dict]:
@@ -71,7 +71,3 @@ def check_group_value(optimizer: torch.optim.Optimizer, where: str, key: str, va
         raise UserInputError(
             f"{where} is refused by {name}: {error}; give a value its own {key} takes"
         ) from None
-
-
-def is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

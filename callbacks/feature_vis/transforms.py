@@ -18,7 +18,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from lightning_app.errors import UserInputError
+from lightning_app.errors import UserInputError, is_number
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 PAD_FILL = 0.5  # mid-grey in display space
@@ -135,14 +135,12 @@ def transform_from_config(spec: dict) -> Transform:
 
 
 def valid_argument(name: str, argument) -> bool:
-    def number(value) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-
+    """Whether ``argument`` is what transform ``name`` takes (``TRANSFORM_ARGUMENTS``)."""
     if name in ("pad", "jitter"):
-        return isinstance(argument, int) and not isinstance(argument, bool) and argument >= 0
+        return is_number(argument) and isinstance(argument, int) and argument >= 0
     if name == "blur":
-        return number(argument) and argument > 0
-    if not isinstance(argument, list) or not argument or not all(number(value) for value in argument):
+        return is_number(argument) and argument > 0
+    if not isinstance(argument, list) or not argument or not all(is_number(value) for value in argument):
         return False
     return name == "rotate" or all(value > 0 for value in argument)
 
