@@ -1,6 +1,9 @@
 """AttributionCallback: Captum attribution maps of a fixed probe set, logged to TensorBoard."""
 
+from pathlib import Path
+
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
@@ -12,6 +15,7 @@ from callbacks.attribution.figures import attribution_figure
 from callbacks.attribution.filter_relevance import class_filter_scores, filter_ranking_figure
 from callbacks.attribution.methods import build_method
 from callbacks.attribution.methods.cam import upsampled
+from callbacks.attribution.records import AttributionRecord, save_record, save_sanity, summed_maps
 from callbacks.attribution.sanity import (
     infidelity_score,
     randomisation_correlation,
@@ -50,9 +54,11 @@ class AttributionCallback(InspectionCallback):
     and ``predict``), logs one figure per method to TensorBoard under ``attribution/<method>``: a column
     per probe image (its index, the explained class and its probability above it, the true class in
     red when the prediction is wrong) and the rows input, heat map (with a colour bar of the values)
-    and overlay. Lime logs Lees's five panels as rows. Works on classifiers and on segmentation networks
-    (the sum of a class's logits over the predicted or true region). Runs on rank 0, on a copy of the
-    model.
+    and overlay. The maps themselves, full resolution, go to ``attributions/step_<N>.npz`` in the
+    run folder and the sanity checks to ``attributions/sanity.json``, for the Interpretability tab
+    (:mod:`callbacks.attribution.records`). Lime logs Lees's five panels as rows. Works on classifiers
+    and on segmentation networks (the sum of a class's logits over the predicted or true region). Runs
+    on rank 0, on a copy of the model.
 
     Args:
         methods: method name -> arguments; see :mod:`callbacks.attribution.methods` for the names
@@ -116,8 +122,10 @@ class AttributionCallback(InspectionCallback):
         targets = resolve_targets(self.target, logits, probe.labels, probe.class_names)
         captions = self._captions(probe, targets, logits.argmax(dim=1).cpu())
         randomised = randomised_copy(scores, self.seed) if final and self.sanity_checks else None
+        maps = {}
         for method in self.methods:
             result = method.attribute(scores, probe.inputs, targets.classes, targets.forward_args)
+            maps[method.name] = summed_maps(result.values)
             if result.conservation is not None:
                 self._conservation(writer, step, method.name, result)
             figure = method.figure(probe.display, result, captions)
@@ -128,9 +136,12 @@ class AttributionCallback(InspectionCallback):
                 )
             if randomised is not None:
                 self._sanity(method, scores, randomised, probe.inputs, targets, result.values)
+        run_dir = Path(writer.log_dir)
+        save_record(run_dir, _record(step, probe, targets, maps))
         if randomised is not None:
             writer.add_text("sanity/checks", sanity_table(self.sanity, self.randomisation_threshold), step)
             writer.add_figure("sanity/checks", sanity_figure(self.sanity, self.randomisation_threshold), step)
+            save_sanity(run_dir, step, self.sanity, self.randomisation_threshold)
 
     def _conservation(self, writer: SummaryWriter, step: int, name: str, result: Attributions) -> None:
         """Log the mean conservation (``attribution/<method>/conservation``: input relevance over the
@@ -192,3 +203,12 @@ class AttributionCallback(InspectionCallback):
                 f"{self.randomisation_threshold}): its maps do not explain this model"
             )
         self.sanity[method.name] = results
+
+
+def _record(step: int, probe: ProbeSet, targets: Targets, maps: dict) -> AttributionRecord:
+    labels = probe.labels if probe.labels.ndim == 1 else torch.full((len(probe.labels),), -1)
+    return AttributionRecord(
+        step, probe.display.float().cpu().numpy(), np.asarray(probe.indices), labels.cpu().numpy(),
+        targets.classes.cpu().numpy(), targets.probabilities.float().cpu().numpy(), list(probe.class_names),
+        maps,
+    )  # fmt: skip

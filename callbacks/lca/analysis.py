@@ -126,3 +126,30 @@ def shift_null(
         shifted = sum(np.roll(peaks[m], offsets[m], axis=-1).astype(np.int32) for m in range(modules))
         counts[draw] = (shifted >= min_layers).sum()
     return float(counts.mean()), float((1 + (counts >= observed).sum()) / (1 + draws))
+
+
+def peak_counts(
+    run: LCARun, min_layers: int | None = None, rule: PeakRule = PAPER_PEAKS, draws: int = NULL_DRAWS
+) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
+    """Peak moments per module and class (``rule``) and the synchronised ones, shared by ``min_layers``
+    modules (default: all) at the same step and class: (modules, peaks (modules, classes, steps),
+    synchronised (classes, steps), counts). The counts: peaks found, synchronised found, expected if
+    layers peaked independently, expected under ``draws`` circular shifts of each layer's series, and
+    that null's p-value."""
+    modules, series = module_series(run, per_class=run.class_names is not None)
+    peaks = peak_moments(series, rule)
+    min_layers = min_layers or len(modules)
+    observed, independent = synchronised(peaks, min_layers, rule.window)
+    under_shift, p_value = shift_null(peaks, min_layers, draws)
+    counts = {
+        "peaks": int(peaks.sum()),
+        "synchronised_peaks": int(observed.sum()),
+        "synchronised_expected_independent": float(independent),
+        "synchronised_expected_under_shift": under_shift,
+        "synchronised_p_value": p_value,
+        "null_draws": draws,
+        "synchronised_min_layers": int(min_layers),
+        "peak_window": rule.window,
+        "peak_threshold": rule.threshold,
+    }
+    return modules, peaks, observed, counts

@@ -17,11 +17,8 @@ from callbacks.lca.analysis import (  # noqa: E402
     NULL_DRAWS,
     PAPER_PEAKS,
     PeakRule,
-    module_series,
-    peak_moments,
-    shift_null,
+    peak_counts,
     summary,
-    synchronised,
 )
 from callbacks.lca.records import histogram_edges  # noqa: E402
 from callbacks.lca.store import LCARun  # noqa: E402
@@ -229,12 +226,7 @@ def peaks_figure(
     minima); peaks shared by ``min_layers`` modules (default: all) at the same step and class in red.
     Returns the figure and the counts: found, expected if layers peaked independently, expected under
     ``draws`` circular shifts of each layer's series, and that null's p-value."""
-    per_class = run.class_names is not None
-    modules, series = module_series(run, per_class)
-    peaks = peak_moments(series, rule)
-    min_layers = min_layers or len(modules)
-    observed, independent = synchronised(peaks, min_layers, rule.window)
-    under_shift, p_value = shift_null(peaks, min_layers, draws)
+    modules, peaks, observed, counts = peak_counts(run, min_layers, rule, draws)
     classes = run.class_names or ["all"]
     figure, axis = plt.subplots(figsize=(10, max(3, 0.12 * len(modules) * len(classes) + 1.5)))
     rows = [(c, m) for c in range(len(classes)) for m in range(len(modules))]
@@ -247,21 +239,12 @@ def peaks_figure(
     axis.set_yticks(
         range(0, len(rows), step), [f"{classes[c]} · {modules[m]}" for c, m in rows][::step], fontsize=6
     )
-    counts = {
-        "peaks": int(peaks.sum()),
-        "synchronised_peaks": int(observed.sum()),
-        "synchronised_expected_independent": float(independent),
-        "synchronised_expected_under_shift": under_shift,
-        "synchronised_p_value": p_value,
-        "null_draws": draws,
-        "synchronised_min_layers": int(min_layers),
-        "peak_window": rule.window,
-        "peak_threshold": rule.threshold,
-    }
     title = (
-        f"peak moments of learning; red: same class and step in >= {min_layers} layers: "
-        f"{counts['synchronised_peaks']} found, {independent:.1f} expected if layers peaked independently, "
-        f"{under_shift:.1f} under circular shifts (p = {p_value:.3g})"
+        f"peak moments of learning; red: same class and step in >= {counts['synchronised_min_layers']} "
+        f"layers: {counts['synchronised_peaks']} found, {counts['synchronised_expected_independent']:.1f} "
+        "expected if layers peaked independently, "
+        f"{counts['synchronised_expected_under_shift']:.1f} under circular shifts "
+        f"(p = {counts['synchronised_p_value']:.3g})"
     )
     axis.set_title(title, fontsize=8)
     axis.set(xlabel="iterations")
