@@ -16,7 +16,8 @@ from callbacks.feature_vis.examples import top_examples
 from callbacks.feature_vis.figure import feature_vis_figure
 from callbacks.feature_vis.objectives import Channel, check_objectives, named_objective, penalty
 from callbacks.feature_vis.parameterisations import BandStatistics
-from callbacks.feature_vis.render import Rendering, RenderSettings, render
+from callbacks.feature_vis.records import FeatureVisRecord, save_record
+from callbacks.feature_vis.render import Rendering, RenderSettings, render, scores
 from callbacks.feature_vis.transforms import transform_from_config
 from callbacks.inspection import InspectionCallback, ProbeSet
 from callbacks.lca.callback import LossChangeAllocation
@@ -82,7 +83,9 @@ class FeatureVisualization(InspectionCallback):
     that activate the channel most, cropped to the patch its strongest position sees. Renders all of a
     layer's channels in one batch, on rank 0, on a copy of the model (training is untouched). The band
     statistics of the training data, from which the decorrelation is built, are saved as
-    ``feature_vis_bands.json`` in the run folder.
+    ``feature_vis_bands.json`` in the run folder; the renders, the probe images' activations and the
+    examples' crop boxes go to ``feature_vis/step_<N>/<layer>.npz`` for the Interpretability tab
+    (:mod:`callbacks.feature_vis.records`).
 
     Args:
         layers: layer names as ``python -m lightning_app.layers --config X.yaml`` prints them.
@@ -273,6 +276,28 @@ class FeatureVisualization(InspectionCallback):
                 self._title(layer, step), rows, probe.display, probe.indices, self.display_bands
             )
             writer.add_figure(f"{self.tag}/{layer}{self.tag_suffix}", figure, step)
+            if not self.tag_suffix:  # the first FeatureVisualization of a layer keeps its records
+                record = self._record(model, step, layer, objectives, rendering, rows, probe)
+                save_record(Path(writer.log_dir), record)
+
+    def _record(self, model, step, layer, objectives, rendering, rows, probe: ProbeSet) -> FeatureVisRecord:
+        """The layer's renders at ``step`` with every channel's activation on every probe image."""
+        with torch.no_grad():
+            probe_values = torch.stack(
+                [scores(model, [objective] * len(probe.inputs), probe.inputs) for objective in objectives]
+            )
+        boxes = [[(e.position, *e.box) for e in examples] for _, _, examples in rows]
+        width = max((len(b) for b in boxes), default=0)
+        top_boxes = np.full((len(objectives), width, 5), -1, dtype=np.int64)
+        for row, channel_boxes in enumerate(boxes):
+            if channel_boxes:
+                top_boxes[row, : len(channel_boxes)] = channel_boxes
+        channels = np.array([-1] if self.objective == "layer" else self.channel_indices(layer))
+        return FeatureVisRecord(
+            step, layer, rendering.images.float().numpy(), channels, rendering.end.float().cpu().numpy(),
+            probe.display.float().cpu().numpy(), np.asarray(probe.indices),
+            probe_values.float().cpu().numpy(), top_boxes,
+        )  # fmt: skip
 
     def _examples(self, model: nn.Module, item, probe: ProbeSet, fields: dict[str, Field]) -> list:
         if not isinstance(item, Channel) or not self.examples:

@@ -41,9 +41,8 @@ class ExplorerImage:
     digest: str
 
 
-def decoded_upload(content: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Uploaded bytes as a display-space image (C, H, W) in [0, 1] of ``shape``: refused in one line
-    when too large or not an image PIL decodes."""
+def checked_upload(content: bytes) -> None:
+    """Refuse, in one line, an upload that is too large or that PIL cannot identify as an image."""
     if len(content) > MAX_UPLOAD_BYTES:
         raise UserInputError(f"upload of {len(content)} bytes is over the limit of {MAX_UPLOAD_BYTES} bytes")
     try:
@@ -52,15 +51,24 @@ def decoded_upload(content: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
                 raise UserInputError(
                     f"upload of {image.width}x{image.height} pixels is over {MAX_UPLOAD_PIXELS}"
                 )
-            image.load()
-            channels, height, width = shape
-            converted = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as error:
+            image.verify()
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as error:
         raise UserInputError(f"the upload is not an image PIL can read ({describe(error)})") from error
+
+
+def decoded_upload(content: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Uploaded bytes as a display-space image (C, H, W) in [0, 1] of ``shape`` (grey or RGB)."""
+    channels, height, width = shape
+    if channels not in (1, 3):
+        raise UserInputError(f"this model takes {channels}-band images; uploads are read as grey or RGB only")
+    checked_upload(content)
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            converted = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"the upload cannot be decoded ({describe(error)})") from error
     pixels = np.asarray(converted, dtype=np.float32) / 255.0
     pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-    if channels not in (1, 3):
-        raise UserInputError(f"this model takes {channels}-band images; upload is read as 1 or 3 bands only")
     return torch.from_numpy(np.ascontiguousarray(pixels))
 
 

@@ -27,8 +27,8 @@ from callbacks.attribution.methods.registry import method_names
 from callbacks.lca.analysis import NULL_DRAWS
 from callbacks.lca.store import LCARun
 from lightning_app.errors import UserInputError, one_line
-from lightning_app.tab import attribution_data, lca_data
-from lightning_app.tab.explorer_model import MAX_UPLOAD_BYTES, ExplorerModel
+from lightning_app.tab import attribution_data, feature_vis_data, lca_data
+from lightning_app.tab.explorer_model import MAX_UPLOAD_BYTES, ExplorerModel, checked_upload
 from lightning_app.tab.jobs import Job, JobRunner
 from lightning_app.tab.run_folders import LCA_STORE, RunFolders
 
@@ -45,12 +45,16 @@ class UploadRequest(wrappers.Request):
 
 
 def json_route(handler: Callable) -> Callable:
-    """A route answering JSON; bad input is a 400 with its one line, anything else a 500 with a line."""
+    """A route answering JSON (or PNG, when the handler returns bytes); bad input is a 400 with its one
+    line as JSON, anything else a 500 with a line."""
 
     @UploadRequest.application
     def route(self, request):
         try:
-            return _respond(request, handler(self, request))
+            body = handler(self, request)
+            if isinstance(body, bytes):
+                return http_util.Respond(request, body, "image/png")
+            return _respond(request, body)
         except exceptions.RequestEntityTooLarge:
             return _respond(request, {"error": f"upload over the limit of {MAX_UPLOAD_BYTES} bytes"}, 413)
         except UserInputError as error:
@@ -91,6 +95,10 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
             "/attributions": self._attributions,
             "/attributions/image": self._attribution_image,
             "/faithfulness": self._faithfulness,
+            "/feature_vis": self._feature_vis,
+            "/feature_vis/render": self._feature_vis_render,
+            "/feature_vis/example": self._feature_vis_example,
+            "/feature_vis/channel": self._feature_vis_channel,
             "/explorer/submit": self._explorer_submit,
             "/explorer/job": self._explorer_job,
             "/explorer/cancel": self._explorer_cancel,
@@ -146,28 +154,58 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
 
     @json_route
     def _lca_units(self, request):
-        store = self._store(request)
-        return lca_data.units_view(store, _text(request, "layer"), _int(request, "buckets", 1000, 10, 20000))
+        """The layer's units ranked by LCA and, where the run rendered them, their newest renders."""
+        store, layer = self._store(request), _text(request, "layer")
+        view = lca_data.units_view(store, layer, _int(request, "buckets", 1000, 10, 20000))
+        run = self.runs.get(request.args.get("run"))
+        view["renders"] = feature_vis_data.newest_renders(run.path, layer) if run.has_feature_vis else {}
+        return view
 
     @json_route
     def _attributions(self, request):
         return attribution_data.attribution_index(self.runs.get(request.args.get("run")).path)
 
-    @UploadRequest.application
+    @json_route
     def _attribution_image(self, request):
-        try:
-            png = attribution_data.attribution_png(
-                self.runs.get(request.args.get("run")).path, _int(request, "step", 0, 0, 2**62),
-                _text(request, "method"), _int(request, "image", 0, 0, 100000),
-                request.args.get("panel", "overlay"),
-            )  # fmt: skip
-        except UserInputError as error:
-            return _respond(request, {"error": str(error)}, 400)
-        return http_util.Respond(request, png, "image/png")
+        return attribution_data.attribution_png(
+            self.runs.get(request.args.get("run")).path, _int(request, "step", 0, 0, 2**62),
+            _text(request, "method"), _int(request, "image", 0, 0, 100000),
+            request.args.get("panel", "overlay"),
+        )  # fmt: skip
 
     @json_route
     def _faithfulness(self, request):
         return attribution_data.faithfulness_view(self.runs.get(request.args.get("run")).path)
+
+    @json_route
+    def _feature_vis(self, request):
+        return feature_vis_data.feature_vis_index(self.runs.get(request.args.get("run")).path)
+
+    @json_route
+    def _feature_vis_render(self, request):
+        run = self.runs.get(request.args.get("run"))
+        return feature_vis_data.render_png(
+            run.path, _int(request, "step", 0, 0, 2**62), _text(request, "layer"),
+            _int(request, "position", 0, 0, 100000), _bands(request),
+        )  # fmt: skip
+
+    @json_route
+    def _feature_vis_example(self, request):
+        run = self.runs.get(request.args.get("run"))
+        box = request.args.get("box")
+        return feature_vis_data.example_png(
+            run.path, _int(request, "step", 0, 0, 2**62), _text(request, "layer"),
+            _int(request, "probe", 0, 0, 100000), None if box is None else _box(box), _bands(request),
+        )  # fmt: skip
+
+    @json_route
+    def _feature_vis_channel(self, request):
+        run = self.runs.get(request.args.get("run"))
+        store = self._store(request) if run.has_lca else None
+        return feature_vis_data.channel_view(
+            run.path, _text(request, "layer"), _int(request, "channel", 0, -1, 10**7), store,
+            _int(request, "buckets", 1000, 10, 20000),
+        )  # fmt: skip
 
     @json_route
     def _explorer_submit(self, request):
@@ -181,6 +219,8 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
             raise UserInputError(f"question {question!r} must be one of {list(QUESTIONS)}")
         upload = request.files.get("image")
         content = upload.read() if upload is not None else None
+        if content is not None:
+            checked_upload(content)
         val_index = _form_int(form, "val_index") if content is None and question != "layers" else None
         if content is None and val_index is None and question != "layers":
             raise UserInputError("give an image (the form field 'image') or val_index")
@@ -274,6 +314,22 @@ def _checked_int(name: str, text: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise UserInputError(f"{name} {value} must be {low} to {high}")
     return value
+
+
+def _bands(request) -> list[int] | None:
+    """``bands=4,2,1``: the display bands of multispectral images (default: grey or the first three)."""
+    text = request.args.get("bands")
+    if not text:
+        return None
+    return [_checked_int("bands", part, 0, 1000) for part in text.split(",")]
+
+
+def _box(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise UserInputError(f"box {text!r} must be top,left,bottom,right")
+    top, left, bottom, right = (_checked_int("box", part, 0, 100000) for part in parts)
+    return top, left, bottom, right
 
 
 def _flag(request, name: str) -> bool:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from callbacks.attribution.records import FOLDER as ATTRIBUTION_FOLDER
+from callbacks.feature_vis.records import FOLDER as FEATURE_VIS_FOLDER
 from lightning_app.errors import UserInputError
 
 LCA_STORE = "lca.h5"
@@ -29,12 +30,20 @@ class RunFolder:
         return (self.path / ATTRIBUTION_FOLDER).is_dir()
 
     @property
+    def has_feature_vis(self) -> bool:
+        return (self.path / FEATURE_VIS_FOLDER).is_dir()
+
+    @property
     def checkpoints(self) -> list[str]:
         """Checkpoint file names, newest first."""
         files = sorted(
             (self.path / CHECKPOINTS).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
         )
         return [path.name for path in files]
+
+    @property
+    def has_records(self) -> bool:
+        return self.has_lca or self.has_attributions or self.has_feature_vis or self.explorable
 
     @property
     def explorable(self) -> bool:
@@ -45,6 +54,7 @@ class RunFolder:
             "name": self.name,
             "lca": self.has_lca,
             "attributions": self.has_attributions,
+            "feature_vis": self.has_feature_vis,
             "checkpoints": self.checkpoints if (self.path / CONFIG).is_file() else [],
         }
 
@@ -62,7 +72,7 @@ class RunFolders:
         found = []
         for folder in sorted(self._folders(self.logdir, 0)):
             run = RunFolder(self._name(folder), folder)
-            if run.has_lca or run.has_attributions or run.explorable:
+            if run.has_records:
                 found.append(run)
         return found
 
@@ -74,7 +84,7 @@ class RunFolders:
         if path != self.logdir and self.logdir not in path.parents:
             raise UserInputError(f"run {name!r} is outside the logdir")
         run = RunFolder(self._name(path), path)
-        if not path.is_dir() or not (run.has_lca or run.has_attributions or run.explorable):
+        if not path.is_dir() or not run.has_records:
             raise UserInputError(f"run {name!r}: no such run with our records under the logdir")
         return run
 

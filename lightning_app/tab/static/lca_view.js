@@ -63,6 +63,16 @@ async function drawUnits(container, run, layer) {
     await lineChart(chart, units.top_series, {title: `cumulative LCA of the ${units.top_series.length} most helpful units`, ytitle: 'cumulative LCA'});
     const list = units.ranking.slice(0, 20).map((u) => `${u.unit}: ${u.lca.toPrecision(3)}`).join(', ');
     container.append(element('p', {text: `total LCA per unit: ${list}${units.ranking.length > 20 ? ', ...' : ''}`}));
+    const rendered = units.ranking.filter((u) => String(u.unit) in units.renders);
+    if (rendered.length) {
+      container.append(element('p', {text: 'feature visualisations of its rendered units, in LCA order:'}),
+        element('div', {class: 'gallery', id: 'lca-units-renders'}, rendered.map((u) => {
+          const r = units.renders[String(u.unit)];
+          return element('figure', {}, [element('img', {class: 'render', alt: `unit ${u.unit}`,
+            src: `./feature_vis/render?${query({run, layer, step: r.step, position: r.position})}`}),
+          element('figcaption', {text: `unit ${u.unit}: LCA ${u.lca.toPrecision(3)}`})]);
+        })));
+    }
   } catch (error) {
     showError(container, error);
   }
