@@ -63,13 +63,15 @@ def render(
     batch_objective: Objective | None = None,
     start: torch.Tensor | None = None,
     input_size: tuple[int, int] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> Rendering:
     """Render one image per objective, in one batch: ``model`` (in eval mode, its parameters frozen)
     sees ``from_display`` of the transformed images; its ReLUs pass Lucid's redirected gradient for the
     first steps (:mod:`callbacks.feature_vis.redirected_relu`). ``batch_objective`` (e.g. diversity), a
     score per image that depends on the whole batch, is added to the objectives' sum; ``start``
     (display-space images) replaces the random start; images of ``image_shape`` are resized (bilinear)
-    to ``input_size`` before the model when it differs."""
+    to ``input_size`` before the model when it differs. ``on_step(step)`` is called after each step
+    (progress; it may raise to stop the render)."""
     parameter = next(model.parameters())
     generator = torch.Generator().manual_seed(settings.seed)
     image = ImageParameterisation(
@@ -111,6 +113,8 @@ def render(
             optimizer.step()
             if step in settings.thresholds:
                 rendering.snapshots[step] = image().detach().cpu()
+            if on_step is not None:
+                on_step(step)
     rendering.images = image().detach().cpu()
     rendering.end = untransformed_scores()
     return rendering

@@ -42,6 +42,7 @@ def attribution_index(run_dir: Path) -> dict:
     return {
         "steps": steps,
         "methods": list(record.maps),
+        "class_names": record.class_names,
         "images": images,
         "sanity": verdicts,
         "randomisation_threshold": None if sanity is None else sanity["randomisation_threshold"],

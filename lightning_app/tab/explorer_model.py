@@ -6,7 +6,7 @@ registered method with its settings for a chosen class, and a layer's activation
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +16,33 @@ from PIL import Image, UnidentifiedImageError
 
 from callbacks.activations import layer_outputs
 from callbacks.attribution.figures import attribution_panels, heat_scale
+from callbacks.attribution.filter_relevance import ranked_filters
 from callbacks.attribution.methods import build_method
 from callbacks.attribution.methods.registry import method_names
-from callbacks.attribution.records import summed_maps
-from callbacks.attribution.targets import Scores, Targets
+from callbacks.attribution.records import load_record, summed_maps
+from callbacks.attribution.targets import Scores
 from callbacks.contracts import VisualisableDataModule
+from callbacks.feature_vis.callback import band_statistics
+from callbacks.feature_vis.deepdream import deepdream
+from callbacks.feature_vis.figure import display_rgb
+from callbacks.feature_vis.objectives import check_objectives, named_objective, penalty
+from callbacks.feature_vis.parameterisations import BandStatistics
+from callbacks.feature_vis.render import RenderSettings, render
+from callbacks.feature_vis.transforms import transform_from_config
 from callbacks.inspection import class_name, display_images, inspected_copy
 from callbacks.model_copy import find_layer, network_layers
-from lightning_app.errors import UserInputError, describe
-from lightning_app.tab.attribution_data import png_bytes
+from lightning_app.errors import UserInputError, describe, is_number
+from lightning_app.tab.attribution_data import PANELS, png_bytes
 
 TOP_K = 5
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 TOP_CHANNELS = 16
+STATISTICS_SIZE = 512  # training images the band statistics come from
+RENDER_KEYS = (
+    "objective", "size", "steps", "lr", "parameterisation", "decorrelate", "transforms", "penalties", "seed",
+    "bands",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,68 @@ def model_and_data(config: Path) -> str:
     return yaml.safe_dump({key: saved[key] for key in ("seed_everything", "model", "data") if key in saved})
 
 
+@dataclass(frozen=True)
+class RenderOptions:
+    """A feature visualisation's parameters, as the visualize command takes them."""
+
+    objective: str = "channel"
+    size: int = 64
+    settings: RenderSettings = RenderSettings(steps=128)
+    decorrelate: bool = True
+    penalties: dict = field(default_factory=dict)
+    bands: list[int] | None = None
+
+    @classmethod
+    def of(cls, values: dict) -> "RenderOptions":
+        """From the request's JSON: objective, size, steps, lr, parameterisation ('fourier' or 'pixel'),
+        decorrelate, transforms (a list as the callback's), penalties ({tv: 0.01}), seed, bands."""
+        unknown = set(values) - set(RENDER_KEYS)
+        if unknown:
+            raise UserInputError(f"render settings {sorted(unknown)} are unknown; known: {list(RENDER_KEYS)}")
+        objective = _choice(values, "objective", ("channel", "neuron"))
+        parameterisation = _choice(values, "parameterisation", ("fourier", "pixel"))
+        lr = values.get("lr", 0.05)
+        if not is_number(lr) or lr <= 0:
+            raise UserInputError(f"lr {lr!r} must be a positive number")
+        transforms = values.get("transforms")
+        if transforms is not None and not isinstance(transforms, list):
+            raise UserInputError("transforms must be a list like [{pad: 2}, {jitter: 1}]")
+        penalties = values.get("penalties", {})
+        if not isinstance(penalties, dict) or not all(is_number(w) for w in penalties.values()):
+            raise UserInputError(f"penalties {penalties!r}: give numbers for tv, l1 or l2, e.g. {{tv: 0.01}}")
+        penalty(penalties)  # unknown kinds and negative weights fail here, in one line
+        bands = values.get("bands")
+        if bands is not None and not (isinstance(bands, list) and all(isinstance(b, int) for b in bands)):
+            raise UserInputError(f"bands {bands!r} must be a list of band indices, e.g. [4, 2, 1]")
+        settings = RenderSettings(
+            steps=_whole(values, "steps", 128, 1, 4096), lr=float(lr), fourier=parameterisation == "fourier",
+            seed=_whole(values, "seed", 0, 0, 2**31),
+            transforms=None if transforms is None else tuple(transform_from_config(t) for t in transforms),
+        )  # fmt: skip
+        size = _whole(values, "size", 64, 8, 1024)
+        return cls(objective, size, settings, bool(values.get("decorrelate", True)), penalties, bands)
+
+    def statistics(self, data: BandStatistics) -> BandStatistics:
+        """The data's statistics, or without decorrelation only each band's own variance."""
+        if self.decorrelate:
+            return data
+        return BandStatistics(data.mean, torch.diag(torch.diag(data.covariance)))
+
+
+def _whole(values: dict, key: str, default: int, low: int, high: int) -> int:
+    value = values.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserInputError(f"{key} {value!r} must be a whole number from {low} to {high}")
+    return value
+
+
+def _choice(values: dict, key: str, choices: tuple[str, ...]) -> str:
+    value = values.get(key, choices[0])
+    if value not in choices:
+        raise UserInputError(f"{key} {value!r} must be one of {list(choices)}")
+    return value
+
+
 class ExplorerModel:
     """A run's model with one checkpoint's weights, in eval mode on ``device``, and its data module."""
 
@@ -102,12 +177,14 @@ class ExplorerModel:
             ) from error
         cli.model.load_state_dict(state)
         cli.datamodule.setup("fit")
+        self.run_dir = config.parent
         self.module = cli.model.eval().requires_grad_(False).to(device)
         self.datamodule = cli.datamodule
         self.device = device
         self.validation = cli.datamodule.evaluation_subset("val", size=None, per_class=None, seed=0)
         self.shape = tuple(self.validation[0][0].shape)
         self.class_names = list(cli.datamodule.class_names)
+        self._statistics: BandStatistics | None = None
 
     def image(self, upload: bytes | None, val_index: int | None) -> ExplorerImage:
         """The uploaded image, or validation image ``val_index``, prepared as the model sees it."""
@@ -144,42 +221,73 @@ class ExplorerModel:
     def attribute(self, image: ExplorerImage, method: str, settings: dict, target: int | None) -> dict:
         """The attribution of ``method`` (a registered name) with ``settings`` for class ``target``
         (default: the predicted class): input, heat map and overlay as PNG, and the colour scale."""
+        maps, classes, probabilities = self._attributions(image.inputs, method, settings, target)
+        scale = heat_scale([maps[0]])
+        panels = attribution_panels(_rgb(image.display[0]), maps[0], scale)
+        return {
+            "method": method,
+            "target": classes[0],
+            "target_name": class_name(self.class_names, classes[0]),
+            "probability": probabilities[0],
+            "scale": scale,
+            "sum": float(maps[0].sum()),
+            "png": dict(zip(PANELS, (png_bytes(panel) for panel in panels), strict=True)),
+        }
+
+    def probe(self, step: int, method: str, settings: dict, target: int | None) -> dict:
+        """The run's probe images recorded at ``step`` (:mod:`callbacks.attribution.records`, display
+        space at half precision) explained for class ``target`` (default: each one's predicted class),
+        the overlays on one 98th-percentile scale as the attribution view draws them."""
+        images = torch.from_numpy(load_record(self.run_dir, step).display).to(self.device)
+        inputs = self.datamodule.from_display(images).to(next(self.module.parameters()).dtype)
+        maps, classes, probabilities = self._attributions(inputs, method, settings, target)
+        scale = heat_scale(list(maps))
+        overlays = [
+            attribution_panels(_rgb(image), heat, scale)[2] for image, heat in zip(images, maps, strict=True)
+        ]
+        return {
+            "method": method,
+            "scale": scale,
+            "images": [
+                {
+                    "target": c,
+                    "target_name": class_name(self.class_names, c),
+                    "probability": p,
+                    "png": png_bytes(o),
+                }
+                for c, p, o in zip(classes, probabilities, overlays, strict=True)
+            ],
+        }
+
+    def _attributions(self, inputs: torch.Tensor, method: str, settings: dict, target: int | None):
+        """Maps (N, H, W) of a registered ``method`` for class ``target`` (or the predicted class), the
+        classes explained and their probabilities."""
         if method not in method_names():
             raise UserInputError(f"method {method!r} is not one of {method_names()}")
         built = build_method(method, settings)
-        with inspected_copy(self.module, image.inputs, seed=0) as model:
+        with inspected_copy(self.module, inputs, seed=0) as model:
             built.check_model(model)
             with torch.no_grad():
-                logits = model(image.inputs)
+                logits = model(inputs)
             if logits.ndim == 4:
                 raise UserInputError(
                     "live attribution answers classifiers; use the predict command for segmentation"
                 )
-            probabilities = logits.softmax(dim=-1)[0]
-            chosen = int(probabilities.argmax()) if target is None else target
-            if not 0 <= chosen < len(probabilities):
-                raise UserInputError(f"target {chosen} is not a class index (0 to {len(probabilities) - 1})")
-            classes = torch.tensor([chosen], device=image.inputs.device)
-            targets = Targets(classes, probabilities[chosen : chosen + 1], None)
-            inputs = image.inputs.clone().requires_grad_()
-            result = built.attribute(Scores(model, segmentation=False), inputs, targets.classes, None)
-        summed = summed_maps(result.values)[0].astype(np.float64)
-        scale = heat_scale([summed])
-        pixels = image.display[0].permute(1, 2, 0).cpu().numpy()
-        pixels = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[..., :3]
-        panels = attribution_panels(pixels, summed, scale)
-        return {
-            "method": method,
-            "target": chosen,
-            "target_name": class_name(self.class_names, chosen),
-            "probability": float(probabilities[chosen]),
-            "scale": scale,
-            "sum": float(summed.sum()),
-            "png": {
-                name: png_bytes(panel)
-                for name, panel in zip(("input", "attribution", "overlay"), panels, strict=True)
-            },
-        }
+            probabilities = logits.softmax(dim=-1)
+            if target is not None and not 0 <= target < probabilities.shape[1]:
+                raise UserInputError(
+                    f"target {target} is not a class index (0 to {probabilities.shape[1] - 1})"
+                )
+            classes = (
+                probabilities.argmax(dim=1)
+                if target is None
+                else torch.full_like(probabilities[:, 0], target).long()
+            )
+            values = built.attribute(
+                Scores(model, segmentation=False), inputs.clone().requires_grad_(), classes, None
+            )
+        chosen = probabilities.gather(1, classes[:, None])[:, 0]
+        return summed_maps(values.values).astype(np.float64), classes.tolist(), chosen.tolist()
 
     def activations(self, image: ExplorerImage, layer: str) -> dict:
         """The channels of ``layer`` sorted by their mean activation on the image, strongest first, with
@@ -202,6 +310,53 @@ class ExplorerModel:
             "maps": maps,
         }
 
+    def render(self, layer: str, channels: list[int], options: "RenderOptions", on_step) -> dict:
+        """Feature visualisation of ``channels`` of ``layer`` (one batch): the renders as PNG (grey, RGB
+        or the display bands) and the activation each reached, without penalties."""
+        objectives = [named_objective(options.objective, layer, channel) for channel in channels]
+        check_objectives(self.module, objectives, self.validation[0][0][None].to(self.device))
+        rendering = render(
+            self.module, objectives, options.statistics(self.statistics()), self.datamodule.from_display,
+            (self.shape[0], options.size, options.size), options.settings, penalty(options.penalties),
+            input_size=self.shape[1:], on_step=on_step,
+        )  # fmt: skip
+        return {
+            "layer": layer,
+            "renders": [
+                {"channel": c, "value": float(v), "png": png_bytes(display_rgb(image, options.bands))}
+                for c, v, image in zip(channels, rendering.end.tolist(), rendering.images, strict=True)
+            ],
+        }
+
+    def dream(self, image: ExplorerImage, layer: str, options: "RenderOptions", on_step) -> dict:
+        """DeepDream of ``layer`` into the image over three octaves."""
+        objective = named_objective("deepdream", layer)
+        check_objectives(self.module, [objective], image.inputs)
+        rendering = deepdream(
+            self.module, objective, options.statistics(self.statistics()), self.datamodule.from_display,
+            image.display.to(self.device), options.settings, batch_objective=penalty(options.penalties),
+            on_step=on_step,
+        )  # fmt: skip
+        return {
+            "layer": layer,
+            "start": float(rendering.start[0]),
+            "end": float(rendering.end[0]),
+            "png": png_bytes(display_rgb(rendering.images[0], options.bands)),
+        }
+
+    def filters(self, image: ExplorerImage, layer: str, count: int) -> dict:
+        """The ``count`` filters of ``layer`` with the most Deep Taylor relevance for the predicted class,
+        with their share of the layer's relevance."""
+        with inspected_copy(self.module, image.inputs, seed=0) as model:
+            ranked = ranked_filters(model, image.inputs.clone(), [layer], count)[layer]
+        return {"layer": layer, "filters": [{"filter": int(f), "share": float(s)} for f, s in ranked]}
+
+    def statistics(self) -> BandStatistics:
+        """The band statistics of the training images (for the decorrelated parameterisation)."""
+        if self._statistics is None:
+            self._statistics = band_statistics(self.datamodule, STATISTICS_SIZE, seed=0)
+        return self._statistics
+
     def layers(self) -> list[str]:
         """The network's layers without children (the ones whose activations mean one thing)."""
         return [name for name, module in network_layers(self.module).items() if not list(module.children())]
@@ -210,6 +365,12 @@ class ExplorerModel:
         """The first layer with parameters (a convolution or a dense layer)."""
         layers = network_layers(self.module)
         return next((name for name in self.layers() if list(layers[name].parameters(recurse=False))), None)
+
+
+def _rgb(display: torch.Tensor) -> np.ndarray:
+    """A display-space image (C, H, W) as (H, W, 3): grey repeated, or its first three bands."""
+    pixels = display.permute(1, 2, 0).float().cpu().numpy()
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[..., :3]
 
 
 def _mask_overlay(display: torch.Tensor, logits: torch.Tensor) -> bytes:

@@ -7,7 +7,6 @@ only; uploads are decoded in memory and nothing is written to disk.
 """
 
 import base64
-import hashlib
 import json
 import logging
 import math
@@ -28,14 +27,14 @@ from callbacks.lca.analysis import NULL_DRAWS
 from callbacks.lca.store import LCARun
 from lightning_app.errors import UserInputError, one_line
 from lightning_app.tab import attribution_data, feature_vis_data, lca_data
-from lightning_app.tab.explorer_model import MAX_UPLOAD_BYTES, ExplorerModel, checked_upload
+from lightning_app.tab.explorer_model import MAX_UPLOAD_BYTES, ExplorerModel
 from lightning_app.tab.jobs import Job, JobRunner
+from lightning_app.tab.questions import Question, checked_int
 from lightning_app.tab.run_folders import LCA_STORE, RunFolders
 
 PLUGIN_NAME = "interpretability"
 STATIC = Path(__file__).parent / "static"
 ACTIVE_CHECK_SECONDS = 10  # how long "the logdir holds our records" is trusted before looking again
-QUESTIONS = ("predict", "attribute", "activations", "layers")
 KEPT_STORES = 8
 
 
@@ -209,52 +208,21 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
 
     @json_route
     def _explorer_submit(self, request):
+        """Queue a question (the form's ``question``: see :mod:`lightning_app.tab.questions`) for the
+        run's checkpoint; answers the job's id and status."""
         if request.method != "POST":
             raise UserInputError("explorer/submit takes a POST (a form with the question and the image)")
-        form = request.form
-        run = self.runs.get(form.get("run"))
-        checkpoint = self.runs.checkpoint(run, form.get("checkpoint") or None)
-        question = form.get("question", "predict")
-        if question not in QUESTIONS:
-            raise UserInputError(f"question {question!r} must be one of {list(QUESTIONS)}")
-        upload = request.files.get("image")
-        content = upload.read() if upload is not None else None
-        if content is not None:
-            checked_upload(content)
-        val_index = _form_int(form, "val_index") if content is None and question != "layers" else None
-        if content is None and val_index is None and question != "layers":
-            raise UserInputError("give an image (the form field 'image') or val_index")
-        settings = _settings(form.get("settings", "{}"))
-        method = form.get("method", "Saliency")
-        if question == "attribute" and method not in method_names():
-            raise UserInputError(f"method {method!r} is not one of {method_names()}")
-        target = _form_int(form, "target")
-        layer = form.get("layer")
-        if question == "activations" and not layer:
-            raise UserInputError("activations need the form field 'layer'")
+        run = self.runs.get(request.form.get("run"))
+        checkpoint = self.runs.checkpoint(run, request.form.get("checkpoint") or None)
+        question = Question.of(request.form, request.files)
         stamp = checkpoint.stat().st_mtime_ns
-        digest = "" if content is None else hashlib.sha256(content).hexdigest()
-        described = json.dumps(settings, sort_keys=True)
-        key = (str(checkpoint), stamp, digest, val_index, question, method, described, target, layer)
 
         def work(job: Job) -> dict:
             model = self._model(run.path, checkpoint, stamp)
-            job.check_cancelled(0.5)
-            if question == "layers":
-                layers = model.layers()
-                return {
-                    "layers": layers,
-                    "default_layer": model.default_layer(),
-                    "validation_size": len(model.validation),
-                }
-            image = model.image(content, val_index)
-            if question == "predict":
-                return model.predict(image)
-            if question == "attribute":
-                return model.attribute(image, method, settings, target)
-            return model.activations(image, layer)
+            job.check_cancelled()
+            return question.answer(model, job)
 
-        return self.jobs.submit(str(checkpoint), key, work).describe()
+        return self.jobs.submit(str(checkpoint), (str(checkpoint), stamp, *question.key()), work).describe()
 
     @json_route
     def _explorer_job(self, request):
@@ -298,22 +266,7 @@ def _int(request, name: str, default: int, low: int, high: int) -> int:
     text = request.args.get(name)
     if text is None:
         return default
-    return _checked_int(name, text, low, high)
-
-
-def _form_int(form, name: str) -> int | None:
-    text = form.get(name)
-    return None if text in (None, "") else _checked_int(name, text, 0, 2**31)
-
-
-def _checked_int(name: str, text: str, low: int, high: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserInputError(f"{name} {text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise UserInputError(f"{name} {value} must be {low} to {high}")
-    return value
+    return checked_int(name, text, low, high)
 
 
 def _bands(request) -> list[int] | None:
@@ -321,14 +274,14 @@ def _bands(request) -> list[int] | None:
     text = request.args.get("bands")
     if not text:
         return None
-    return [_checked_int("bands", part, 0, 1000) for part in text.split(",")]
+    return [checked_int("bands", part, 0, 1000) for part in text.split(",")]
 
 
 def _box(text: str) -> tuple[int, int, int, int]:
     parts = text.split(",")
     if len(parts) != 4:
         raise UserInputError(f"box {text!r} must be top,left,bottom,right")
-    top, left, bottom, right = (_checked_int("box", part, 0, 100000) for part in parts)
+    top, left, bottom, right = (checked_int("box", part, 0, 100000) for part in parts)
     return top, left, bottom, right
 
 
@@ -344,16 +297,6 @@ def _text(request, name: str) -> str:
     if not text:
         raise UserInputError(f"{name}: missing")
     return text
-
-
-def _settings(text: str) -> dict:
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserInputError(f"settings {text!r} is not JSON ({error.msg})") from None
-    if not isinstance(settings, dict):
-        raise UserInputError(f"settings {text!r} must be a JSON object of the method's arguments")
-    return settings
 
 
 def _jsonable(value):

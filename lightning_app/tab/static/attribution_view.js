@@ -1,6 +1,6 @@
 // The attribution view: probe images x methods at full resolution, each method's column headed by its
 // sanity verdict, a step selector, the sanity table and the faithfulness metrics over training.
-import {element, getJSON, query, showError} from './api.js';
+import {element, getJSON, postForm, query, showError} from './api.js';
 import {lineChart} from './charts.js';
 
 function verdict(method, sanity, threshold) {
@@ -10,6 +10,15 @@ function verdict(method, sanity, threshold) {
   return numbers.rejected
     ? element('div', {class: 'verdict rejected', text: `REJECTED: maps barely change with a randomised model (r = ${r} > ${threshold})`})
     : element('div', {class: 'verdict passed', text: `passes the randomisation check (r = ${r})`});
+}
+
+function rejectedNote(index) {
+  const rejected = Object.keys(index.sanity).filter((m) => index.sanity[m].rejected);
+  if (!rejected.length) return element('span');
+  return element('p', {class: 'note', id: 'rejected-note', text: `${rejected.join(', ')}: REJECTED by the randomisation check of `
+    + 'Adebayo et al. (2018): their maps stay nearly the same when the model\'s weights are replaced by random ones, so they show '
+    + 'the input (here the digit\'s strokes: Integrated Gradients multiplies by the input, Occlusion compares with a black '
+    + 'background) more than what this model learned. Read the columns that pass.'});
 }
 
 function sanityTable(index) {
@@ -28,15 +37,36 @@ function sanityTable(index) {
   return element('table', {class: 'numbers', id: 'sanity-table'}, [header, ...rows]);
 }
 
-function grid(run, index, step, panel) {
+// Every method's column re-explained live for one class, with the run's newest checkpoint.
+async function explainClass(run, checkpoint, index, step, target, status) {
+  const columns = {};
+  for (const method of index.methods) {
+    const form = new FormData();
+    for (const [key, value] of Object.entries({run, checkpoint, question: 'probe', step, method, target})) form.append(key, value);
+    let job = await postForm('./explorer/submit', form);
+    while (job.status === 'queued' || job.status === 'running') {
+      status.textContent = `explaining class ${index.class_names[target] ?? target} with ${method} (checkpoint ${checkpoint})...`;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      job = await getJSON(`./explorer/job?id=${job.id}`);
+    }
+    if (job.status !== 'done') throw new Error(job.error || `job ${job.status}`);
+    columns[method] = job.result.images;
+  }
+  status.textContent = `class ${index.class_names[target] ?? target}, explained live with checkpoint ${checkpoint} (the probe images as recorded at step ${step})`;
+  return columns;
+}
+
+function grid(run, index, step, panel, live) {
   const methods = index.methods;
   const head = element('tr', {}, [element('th', {text: 'image'}), ...methods.map((m) => element('th', {}, [
     element('div', {text: m}), verdict(m, index.sanity, index.randomisation_threshold)]))]);
+  const explained = (image) => (live ? live[methods[0]][image.position] : {target_name: image.explained, probability: image.probability});
   const rows = index.images.map((image) => element('tr', {}, [
-    element('td', {class: 'caption', text: `#${image.index}\ntrue ${image.label ?? '-'}\nexplained ${image.explained} p=${image.probability.toFixed(2)}`}),
+    element('td', {class: 'caption', text: `#${image.index}\ntrue ${image.label ?? '-'}\nexplained ${explained(image).target_name} `
+      + `p=${explained(image).probability.toFixed(2)}${live ? ' (live)' : ''}`}),
     ...methods.map((m) => element('td', {}, [element('img', {
       class: 'attribution', alt: `${m} #${image.index}`,
-      src: `./attributions/image?${query({run, step, method: m, image: image.position, panel})}`,
+      src: live ? live[m][image.position].png : `./attributions/image?${query({run, step, method: m, image: image.position, panel})}`,
     })])),
   ]));
   return element('table', {class: 'grid', id: 'attribution-grid'}, [head, ...rows]);
@@ -52,7 +82,7 @@ async function drawFaithfulness(container, run) {
   }
 }
 
-export async function renderAttributions(container, run) {
+export async function renderAttributions(container, run, checkpoints) {
   container.replaceChildren();
   try {
     const index = await getJSON(`./attributions?${query({run})}`);
@@ -60,17 +90,35 @@ export async function renderAttributions(container, run) {
     steps.value = String(index.steps[index.steps.length - 1]);
     const panel = element('select', {id: 'attribution-panel'}, ['overlay', 'attribution', 'input'].map((p) => element('option', {value: p, text: p})));
     const holder = element('div');
-    const draw = () => holder.replaceChildren(grid(run, index, steps.value, panel.value));
-    steps.addEventListener('change', draw);
-    panel.addEventListener('change', draw);
+    const status = element('div', {class: 'status', id: 'attribution-status'});
+    const target = element('select', {id: 'attribution-target'}, [element('option', {value: '', text: 'as recorded (the predicted class)'}),
+      ...index.class_names.map((name, i) => element('option', {value: String(i), text: `class ${name} (live)`}))]);
+    if (!checkpoints.length) target.disabled = true;
+    const draw = async () => {
+      status.textContent = '';
+      if (target.value === '') {
+        holder.replaceChildren(grid(run, index, steps.value, panel.value, null));
+        return;
+      }
+      try {
+        const live = await explainClass(run, checkpoints[0], index, steps.value, target.value, status);
+        holder.replaceChildren(grid(run, index, steps.value, 'overlay', live));
+      } catch (error) {
+        status.textContent = '';
+        showError(status, error);
+      }
+    };
+    for (const node of [steps, panel, target]) node.addEventListener('change', draw);
     container.append(
       element('h2', {text: `Attributions: ${run}`}),
       element('p', {text: 'Each map explains the class shown under "explained" (green: raises its score, red: lowers it), '
-        + 'on the 98th-percentile scale of the method at that step. To explain another class, use the Explorer.'}),
-      element('div', {class: 'controls'}, [element('label', {text: 'step '}), steps, element('label', {text: ' panel '}), panel]),
-      holder, element('h3', {text: `Sanity checks (step ${index.sanity_step ?? '-'})`}), sanityTable(index),
+        + 'on the 98th-percentile scale of the method at that step. Another class is explained live with the newest checkpoint.'}),
+      rejectedNote(index),
+      element('div', {class: 'controls'}, [element('label', {text: 'step '}), steps, element('label', {text: ' panel '}), panel,
+        element('label', {text: ' explained class '}), target]),
+      status, holder, element('h3', {text: `Sanity checks (step ${index.sanity_step ?? '-'})`}), sanityTable(index),
       element('h3', {text: 'Faithfulness over training'}));
-    draw();
+    await draw();
     await drawFaithfulness(container, run);
   } catch (error) {
     showError(container, error);

@@ -7,12 +7,15 @@ async function ask(fields, image, status) {
   for (const [key, value] of Object.entries(fields)) if (value !== undefined && value !== null && value !== '') form.append(key, value);
   if (image) form.append('image', image);
   let job = await postForm('./explorer/submit', form);
+  const cancel = element('button', {text: 'cancel', onclick: () => getJSON(`./explorer/cancel?id=${job.id}`)});
+  const line = element('span');
+  status.replaceChildren(line, cancel);
   while (job.status === 'queued' || job.status === 'running') {
-    status.textContent = `${fields.question}: ${job.status} (${Math.round(100 * job.progress)}%)`;
+    line.textContent = `${fields.question}: ${job.status} (${Math.round(100 * job.progress)}%) `;
     await new Promise((resolve) => setTimeout(resolve, 200));
     job = await getJSON(`./explorer/job?id=${job.id}`);
   }
-  status.textContent = '';
+  status.replaceChildren();
   if (job.status !== 'done') throw new Error(job.error || `job ${job.status}`);
   return job.result;
 }
@@ -30,6 +33,11 @@ export async function renderExplorer(container, run, runInfo, methods) {
   const predictions = element('div', {id: 'explorer-predictions'});
   const attribution = element('div', {id: 'explorer-attribution'});
   const activations = element('div', {id: 'explorer-activations'});
+  const channels = element('input', {id: 'explorer-channels', type: 'text', value: '0-7', size: '8', title: 'channels: 0-7 or 0,3,5'});
+  const renderSettings = element('input', {id: 'explorer-render-settings', type: 'text', size: '60',
+    value: '{"steps": 128, "size": 64, "lr": 0.05, "parameterisation": "fourier", "decorrelate": true, "penalties": {}}',
+    title: 'objective (channel, neuron), steps, size, lr, parameterisation (fourier, pixel), decorrelate, transforms ([{"pad": 2}, {"jitter": 1}]), penalties ({"tv": 0.01}), seed, bands'});
+  const rendered = element('div', {id: 'explorer-renders'});
   const errors = element('div');
   let target = null;
   const base = () => ({run, checkpoint: checkpoint.value, val_index: file.files.length ? '' : valIndex.value});
@@ -64,6 +72,23 @@ export async function renderExplorer(container, run, runInfo, methods) {
       ...result.maps.map((m) => element('figure', {}, [element('img', {class: 'activation', src: m.png, alt: `channel ${m.channel}`}),
         element('figcaption', {text: `${m.channel}: ${result.ranking.find((r) => r.channel === m.channel).mean.toPrecision(3)}`})])));
   });
+  const renderChannels = guarded(async () => {
+    const result = await ask({run, checkpoint: checkpoint.value, question: 'render', layer: layer.value, channels: channels.value, settings: renderSettings.value}, null, status);
+    rendered.replaceChildren(element('p', {text: `${result.layer}: rendered channels (the activation reached)`}),
+      ...result.renders.map((r) => element('figure', {}, [element('img', {class: 'render', src: r.png, alt: `channel ${r.channel}`}),
+        element('figcaption', {text: `${r.channel}: ${r.value.toPrecision(3)}`})])));
+  });
+  const dream = guarded(async () => {
+    const result = await ask({...base(), question: 'dream', layer: layer.value, settings: renderSettings.value}, image(), status);
+    rendered.replaceChildren(element('p', {text: `DeepDream of ${result.layer} (layer energy ${result.start.toPrecision(3)} -> ${result.end.toPrecision(3)})`}),
+      element('img', {class: 'attribution large', src: result.png, alt: 'deepdream'}));
+  });
+  const filters = guarded(async () => {
+    const result = await ask({...base(), question: 'filters', layer: layer.value, count: '10'}, image(), status);
+    rendered.replaceChildren(element('p', {text: `${result.layer}: filters by Deep Taylor relevance for the predicted class (share of the layer's)`}),
+      element('table', {class: 'numbers', id: 'explorer-filters'}, result.filters.map((f) => element('tr', {}, [
+        element('td', {text: `filter ${f.filter}`}), element('td', {text: `${(100 * f.share).toFixed(1)} %`})]))));
+  });
   container.append(
     element('div', {class: 'controls'}, [element('label', {text: 'checkpoint '}), checkpoint,
       element('label', {text: ' image '}), file, element('label', {text: ' or validation image '}), valIndex,
@@ -71,8 +96,12 @@ export async function renderExplorer(container, run, runInfo, methods) {
     element('div', {class: 'controls'}, [element('label', {text: 'method '}), method, element('label', {text: ' settings '}), settings,
       element('button', {id: 'explorer-explain', text: 'Explain', onclick: explain})]),
     element('div', {class: 'controls'}, [element('label', {text: 'layer '}), layer,
-      element('button', {id: 'explorer-activations-button', text: 'Activations', onclick: showActivations})]),
-    status, errors, predictions, attribution, activations);
+      element('button', {id: 'explorer-activations-button', text: 'Activations', onclick: showActivations}),
+      element('button', {id: 'explorer-filters-button', text: 'Relevance per filter', onclick: filters}),
+      element('button', {id: 'explorer-dream', text: 'DeepDream', onclick: dream})]),
+    element('div', {class: 'controls'}, [element('label', {text: 'channels '}), channels, element('label', {text: ' feature visualisation '}), renderSettings,
+      element('button', {id: 'explorer-render', text: 'Render', onclick: renderChannels})]),
+    status, errors, predictions, attribution, activations, rendered);
   try {
     const info = await ask({run, checkpoint: checkpoint.value, question: 'layers'}, null, status);
     layer.replaceChildren(...info.layers.map((name) => element('option', {value: name, text: name})));

@@ -13,7 +13,7 @@ function loadScript(src) {
 
 const VIEWS = [
   {key: 'lca', label: 'LCA', has: (run) => run.lca, module: './static/lca_view.js', draw: (m, c, run, info) => m.renderLCA(c, run.name, info.runs)},
-  {key: 'attributions', label: 'Attributions', has: (run) => run.attributions, module: './static/attribution_view.js', draw: (m, c, run) => m.renderAttributions(c, run.name)},
+  {key: 'attributions', label: 'Attributions', has: (run) => run.attributions, module: './static/attribution_view.js', draw: (m, c, run) => m.renderAttributions(c, run.name, run.checkpoints)},
   {key: 'feature_vis', label: 'Feature visualisation', has: (run) => run.feature_vis, module: './static/feature_vis_view.js', draw: (m, c, run) => m.renderFeatureVis(c, run.name)},
   {key: 'explorer', label: 'Explorer', has: (run) => run.checkpoints.length > 0, module: './static/explorer_view.js', draw: (m, c, run, info) => m.renderExplorer(c, run.name, run, info.methods)},
 ];
