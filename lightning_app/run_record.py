@@ -49,7 +49,10 @@ class SaveConfigAndVersions(SaveConfigCallback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run_dir = _run_dir(trainer)
         if trainer.is_global_zero and run_dir is not None:
-            rank_zero_info(f"Run folder: {run_dir}; look at it with: tensorboard --logdir {run_dir.parent}")
+            rank_zero_info(
+                f"Run folder: {run_dir}; look at it with: tensorboard --logdir {run_dir.parent} "
+                "(the Interpretability tab: LCA, attributions, feature visualisation, live explorer)"
+            )
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (

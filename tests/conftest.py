@@ -25,3 +25,11 @@ def mnist_dir(tmp_path):
 def cifar_dir(tmp_path):
     write_cifar10(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tab_run(tmp_path_factory):
+    """A small real run with every record the Interpretability tab reads (trained once per session)."""
+    from tests.tab_support import train_tab_run
+
+    return train_tab_run(tmp_path_factory.mktemp("tab"))

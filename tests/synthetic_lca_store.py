@@ -43,13 +43,9 @@ def write_store(path: Path, steps: int, seed: int = 0) -> ParameterLayout:
         end = start + class_layer.sum(1)
         record = SetRecord(loss, loss + lca_sum, lca_sum, layer, class_layer, start, end)
         counts = torch.randint(0, 100, (tensors, 3), generator=generator, dtype=torch.int64)
-        store.append(
-            StepRecord(
-                step, step + 1, step // 100, True, 2, record, counts,
-                torch.randn(neurons, generator=generator) * scale,
-                torch.zeros(tracked), torch.zeros(tracked), torch.zeros(tracked, dtype=torch.int64),
-            )  # fmt: skip
-        )
+        neuron_lca = torch.randn(neurons, generator=generator) * scale
+        leaders = (torch.zeros(tracked), torch.zeros(tracked), torch.zeros(tracked, dtype=torch.int64))
+        store.append(StepRecord(step, step + 1, step // 100, True, 2, record, counts, neuron_lca, *leaders))
         loss += lca_sum
         if (step + 1) % FLUSH_ROWS == 0:
             store.flush(totals)

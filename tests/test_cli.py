@@ -82,7 +82,11 @@ def test_quickstart_shows_the_product_lca_report_attributions_and_where_to_look(
     assert any(tag.startswith("attribution/IntegratedGradients") for tag in events.Tags()["images"])
     assert any(tag.startswith("lca_report/") for tag in events.Tags()["images"])
     assert f"LCA report: {run_dir.relative_to(run_dir.parents[2])}/lca_report/" in "\n".join(messages)
-    assert any(line.endswith("look at it with: tensorboard --logdir runs/quickstart") for line in messages)
+    assert any(
+        line.endswith("look at it with: tensorboard --logdir runs/quickstart (the Interpretability tab: LCA, "
+                      "attributions, feature visualisation, live explorer)")
+        for line in messages
+    )  # fmt: skip
 
 
 def test_hparams_tab_shows_the_settings_that_tell_runs_apart_against_the_validation_accuracy(quickstart_run):

@@ -43,7 +43,7 @@ def save_record(run_dir: Path, record: AttributionRecord) -> Path:
     np.savez_compressed(
         path, display=record.display.astype(np.float16), indices=record.indices, labels=record.labels,
         classes=record.classes, probabilities=record.probabilities.astype(np.float32),
-        class_names=np.array(record.class_names), **arrays,
+        class_names=np.array(record.class_names), methods=np.array(list(record.maps)), **arrays,
     )  # fmt: skip
     return path
 
@@ -59,7 +59,7 @@ def load_record(run_dir: Path, step: int) -> AttributionRecord:
     if not path.is_file():
         raise UserInputError(f"no attributions recorded at step {step}; recorded: {recorded_steps(run_dir)}")
     with np.load(path, allow_pickle=False) as data:
-        maps = {key.removeprefix("map/"): data[key] for key in data.files if key.startswith("map/")}
+        maps = {str(method): data[f"map/{method}"] for method in data["methods"]}
         return AttributionRecord(
             step, data["display"].astype(np.float32), data["indices"], data["labels"], data["classes"],
             data["probabilities"], [str(name) for name in data["class_names"]], maps,

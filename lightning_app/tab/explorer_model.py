@@ -61,9 +61,9 @@ def checked_upload(content: bytes) -> None:
     try:
         with Image.open(io.BytesIO(content)) as image:
             if image.width * image.height > MAX_UPLOAD_PIXELS:
-                raise UserInputError(
-                    f"upload of {image.width}x{image.height} pixels is over {MAX_UPLOAD_PIXELS}"
-                )
+                size = f"{image.width}x{image.height}"
+                limit = MAX_UPLOAD_PIXELS
+                raise UserInputError(f"upload of {size} pixels is over the limit of {limit} pixels")
             image.verify()
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as error:
         raise UserInputError(f"the upload is not an image PIL can read ({describe(error)})") from error
