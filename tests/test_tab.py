@@ -8,6 +8,7 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -21,13 +22,14 @@ from callbacks.attribution.figures import attribution_panels, heat_scale
 from callbacks.attribution.records import load_record, load_sanity
 from callbacks.feature_vis.records import load_record as load_feature_vis
 from callbacks.lca.analysis import module_series, peak_counts, summary
+from callbacks.lca.integrity import DamagedStore
 from callbacks.lca.store import LCARun
 from lightning_app.cli import cli_main
 from lightning_app.tab import plugin as plugin_module
 from lightning_app.tab.downsample import min_max
 from lightning_app.tab.explorer_model import MAX_UPLOAD_BYTES
 from lightning_app.tab.jobs import JobRunner
-from lightning_app.tab.lca_data import moving_average
+from lightning_app.tab.lca_data import VIEW_COLUMNS, moving_average
 from lightning_app.tab.plugin import InterpretabilityPlugin
 from tests.synthetic_lca_store import write_store
 
@@ -59,12 +61,11 @@ class Tab:
         body = json.loads(response.get_data())
         if response.status_code != 200:
             return response.status_code, body
-        for _ in range(1200):
-            status, body = self.get("/explorer/job", f"id={body['id']}")
+        for _ in range(12):
+            status, body = self.get("/explorer/job", f"id={body['id']}&wait=10")
             if body["status"] not in ("queued", "running"):
                 return status, body
-            time.sleep(0.05)
-        raise AssertionError("the job did not finish in 60 s")
+        raise AssertionError("the job did not finish in 120 s")
 
     def close(self) -> None:
         self.plugin.jobs.shutdown()
@@ -504,3 +505,20 @@ def test_one_job_at_a_time_per_checkpoint_and_cancelling_stops_queued_and_runnin
     assert first.status == "cancelled" and 0 < first.progress < 1 and started == [first.id] and not release
     with pytest.raises(Exception, match="job 'nope': no such job"):
         runner.get("nope")
+
+
+def test_the_view_reads_and_checks_only_the_columns_it_draws_and_a_damaged_one_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / "lca.h5"
+    write_store(path, 50)
+    with h5py.File(path, "r+") as file:
+        file["steps/neuron_lca"][10, 0] += 1.0  # damage a column the charts do not read
+    with pytest.raises(DamagedStore, match="steps/neuron_lca fails its checksum"):
+        LCARun(path)
+    assert set(LCARun(path, columns=set(VIEW_COLUMNS)).steps) == set(VIEW_COLUMNS)
+    tab = Tab(tmp_path)
+    assert tab.get("/lca/summary", "run=run")[0] == 200
+    status, body = tab.get("/lca/units", "run=run&layer=fc1")
+    assert status == 400 and "steps/neuron_lca fails its checksum" in body["error"]
+    assert tab.get("/explorer/job", "id=1&wait=11") == (400, {"error": "wait 11 must be 0 to 10"})
+    tab.close()

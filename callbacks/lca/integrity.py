@@ -104,18 +104,22 @@ def check_length(path: Path) -> None:
         )
 
 
-def verify(file: h5py.File, path: Path, dense: bool = False) -> None:
-    """Check the per-step datasets (or, with ``dense``, the dense ones) and the totals against the last
-    flush's checksums; raise :class:`DamagedStore` naming what is damaged and what is intact."""
+def verify(file: h5py.File, path: Path, dense: bool = False, columns: set[str] | None = None) -> None:
+    """Check the per-step datasets (or, with ``dense``, the dense ones; or only those named in
+    ``columns``, e.g. ``steps/lca_sum``) and the totals against the last flush's checksums; raise
+    :class:`DamagedStore` naming what is damaged and what is intact."""
     if "checks" not in file:
         warnings.warn(f"{path} was written before stores had checksums: it is read unchecked", stacklevel=3)
         return
     flushes = file["checks/flushes"][()]
     if not len(flushes):
         return
-    columns = json.loads(file["checks/flushes"].attrs["columns"])
     boundary = DENSE_ROWS if dense else ROWS
-    chosen = [(3 + i, name) for i, name in enumerate(columns) if name.startswith("dense/") == dense]
+    chosen = [
+        (3 + i, name)
+        for i, name in enumerate(json.loads(file["checks/flushes"].attrs["columns"]))
+        if name.startswith("dense/") == dense and (columns is None or name in columns)
+    ]
     damaged, intact_flushes = [], len(flushes)
     for position, name in chosen:
         data, value, start = file[name], 0, 0

@@ -329,15 +329,20 @@ class LCARun:
     """Read-only view of a store, also while it is written or after its writer was killed.
 
     Small arrays are read at once (``steps``, ``val``, ``totals`` as dicts of NumPy arrays); the dense
-    per-parameter records, if any, through :meth:`dense`. A store that is cut short or fails its
-    checksums is refused (:class:`~callbacks.lca.integrity.DamagedStore`).
+    per-parameter records, if any, through :meth:`dense`. ``columns`` (names of per-step datasets,
+    e.g. ``{"step", "valid", "lca_sum"}``) reads and checks only those, for a reader that needs a few
+    of a long store's columns. A store that is cut short or fails its checksums is refused
+    (:class:`~callbacks.lca.integrity.DamagedStore`).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, columns: set[str] | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise UserInputError(f"no LCA store at {self.path}")
-        with _open_verified(self.path) as file:
+        checked = (
+            None if columns is None else {f"{group}/{name}" for group in ("steps", "val") for name in columns}
+        )
+        with _open_verified(self.path, columns=checked) as file:
             self.attrs = {key: _decoded(value) for key, value in file.attrs.items()}
             self.names = _strings(file["parameters/names"])
             self.modules = _strings(file["parameters/modules"])
@@ -354,8 +359,12 @@ class LCARun:
                 name.removesuffix("_indices"): file[f"eval/{name}"][()] for name in file["eval"]
             }
             rows = file["steps/step"].shape[0]
-            self.steps = {name: file[f"steps/{name}"][:rows] for name in file["steps"]}
-            self.val = {name: file[f"val/{name}"][:rows] for name in file["val"]} if "val" in file else None
+            self.steps = {name: file[f"steps/{name}"][:rows] for name in _chosen(file["steps"], columns)}
+            self.val = (
+                {name: file[f"val/{name}"][:rows] for name in _chosen(file["val"], columns)}
+                if "val" in file
+                else None
+            )
             self.totals = {name: file[f"totals/{name}"][()] for name in file["totals"]}
             self.has_dense = "dense" in file and file["dense/step"].shape[0] > 0
 
@@ -374,7 +383,13 @@ class LCARun:
             return steps, file[f"dense/{field}"][: len(steps)]
 
 
-def _open_verified(path: Path, dense: bool = False, attempts: int = 3) -> h5py.File:
+def _chosen(group: h5py.Group, columns: set[str] | None) -> list[str]:
+    return [name for name in group if columns is None or name in columns]
+
+
+def _open_verified(
+    path: Path, dense: bool = False, attempts: int = 3, columns: set[str] | None = None
+) -> h5py.File:
     """The store opened for reading after its length and checksums were checked. A store being written
     can show a flush half done: a failed check is retried before the store is called damaged."""
     check_length(path)
@@ -384,7 +399,7 @@ def _open_verified(path: Path, dense: bool = False, attempts: int = 3) -> h5py.F
         except OSError as error:
             raise DamagedStore(f"{path} is not a readable LCA store ({describe(error)})") from error
         try:
-            verify(file, path, dense)
+            verify(file, path, dense, columns)
             return file
         except DamagedStore:
             file.close()

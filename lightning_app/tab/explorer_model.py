@@ -182,7 +182,14 @@ class ExplorerModel:
         self.datamodule = cli.datamodule
         self.device = device
         self.validation = cli.datamodule.evaluation_subset("val", size=None, per_class=None, seed=0)
-        self.shape = tuple(self.validation[0][0].shape)
+        example = (
+            self.validation if len(self.validation) else cli.datamodule.evaluation_subset("train", size=1)
+        )
+        if not len(example):
+            raise UserInputError(
+                f"{config}: the run's data module finds no images; the explorer needs its data"
+            )
+        self.shape = tuple(example[0][0].shape)
         self.class_names = list(cli.datamodule.class_names)
         self._statistics: BandStatistics | None = None
 

@@ -6,6 +6,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -74,6 +75,13 @@ class JobRunner:
         job = self._jobs.get(job_id or "")
         if job is None:
             raise UserInputError(f"job {job_id!r}: no such job (finished jobs are kept for a while only)")
+        return job
+
+    def wait(self, job: Job, seconds: float) -> Job:
+        """``job`` once it has finished, or after ``seconds`` (a long poll: answers come when they are
+        ready, not at the next poll)."""
+        if job.future is not None and seconds > 0:
+            futures.wait([job.future], timeout=seconds)
         return job
 
     def cancel(self, job_id: str | None) -> Job:

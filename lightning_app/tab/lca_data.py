@@ -11,6 +11,20 @@ from lightning_app.errors import UserInputError
 from lightning_app.tab.downsample import min_max
 
 TOP_UNITS = 10  # units drawn over training when a layer is opened
+VIEW_COLUMNS = frozenset(
+    {
+        "step",
+        "valid",
+        "splits",
+        "loss_start",
+        "loss_end",
+        "lca_sum",
+        "layer_lca",
+        "layer_counts",
+        "class_layer_lca",
+    }
+)  # what the summary, the series and the peaks read: a long store's per-unit records are left on disk
+UNIT_COLUMNS = frozenset({"step", "valid", "neuron_lca"})
 
 
 def series_view(run: LCARun, buckets: int, cumulative: bool, smooth: int) -> dict:

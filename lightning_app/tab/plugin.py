@@ -36,6 +36,7 @@ PLUGIN_NAME = "interpretability"
 STATIC = Path(__file__).parent / "static"
 ACTIVE_CHECK_SECONDS = 10  # how long "the logdir holds our records" is trusted before looking again
 KEPT_STORES = 8
+MAX_WAIT_SECONDS = 10  # the longest a job request waits for its answer
 
 
 class UploadRequest(wrappers.Request):
@@ -154,7 +155,7 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
     @json_route
     def _lca_units(self, request):
         """The layer's units ranked by LCA and, where the run rendered them, their newest renders."""
-        store, layer = self._store(request), _text(request, "layer")
+        store, layer = self._store(request, lca_data.UNIT_COLUMNS), _text(request, "layer")
         view = lca_data.units_view(store, layer, _int(request, "buckets", 1000, 10, 20000))
         run = self.runs.get(request.args.get("run"))
         view["renders"] = feature_vis_data.newest_renders(run.path, layer) if run.has_feature_vis else {}
@@ -200,7 +201,7 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
     @json_route
     def _feature_vis_channel(self, request):
         run = self.runs.get(request.args.get("run"))
-        store = self._store(request) if run.has_lca else None
+        store = self._store(request, lca_data.UNIT_COLUMNS) if run.has_lca else None
         return feature_vis_data.channel_view(
             run.path, _text(request, "layer"), _int(request, "channel", 0, -1, 10**7), store,
             _int(request, "buckets", 1000, 10, 20000),
@@ -226,26 +227,27 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
 
     @json_route
     def _explorer_job(self, request):
-        job = self.jobs.get(request.args.get("id"))
+        seconds = _int(request, "wait", 0, 0, MAX_WAIT_SECONDS)  # checked before the job is looked up
+        job = self.jobs.wait(self.jobs.get(request.args.get("id")), seconds)
         return {**job.describe(), "result": _jsonable(job.result) if job.status == "done" else None}
 
     @json_route
     def _explorer_cancel(self, request):
         return self.jobs.cancel(request.args.get("id")).describe()
 
-    def _store(self, request) -> LCARun:
-        """The run's LCA store, read once per version of the file."""
+    def _store(self, request, columns: frozenset[str] = lca_data.VIEW_COLUMNS) -> LCARun:
+        """The run's LCA store (its per-step ``columns``), read once per version of the file."""
         run = self.runs.get(request.args.get("run"))
         path = run.path / LCA_STORE
         if not path.is_file():
             raise UserInputError(f"run {run.name!r} has no LCA store ({LCA_STORE})")
         status = path.stat()
-        key = (str(path), status.st_mtime_ns, status.st_size)
+        key = (str(path), status.st_mtime_ns, status.st_size, columns)
         with self._lock:
             if key not in self._stores:
                 while len(self._stores) >= KEPT_STORES:
                     self._stores.pop(next(iter(self._stores)))
-                self._stores[key] = LCARun(path)
+                self._stores[key] = LCARun(path, columns=set(columns))
             return self._stores[key]
 
     def _model(self, run_dir: Path, checkpoint: Path, stamp: int) -> ExplorerModel:

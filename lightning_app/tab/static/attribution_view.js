@@ -46,8 +46,7 @@ async function explainClass(run, checkpoint, index, step, target, status) {
     let job = await postForm('./explorer/submit', form);
     while (job.status === 'queued' || job.status === 'running') {
       status.textContent = `explaining class ${index.class_names[target] ?? target} with ${method} (checkpoint ${checkpoint})...`;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      job = await getJSON(`./explorer/job?id=${job.id}`);
+      job = await getJSON(`./explorer/job?id=${job.id}&wait=1`);
     }
     if (job.status !== 'done') throw new Error(job.error || `job ${job.status}`);
     columns[method] = job.result.images;

@@ -12,8 +12,7 @@ async function ask(fields, image, status) {
   status.replaceChildren(line, cancel);
   while (job.status === 'queued' || job.status === 'running') {
     line.textContent = `${fields.question}: ${job.status} (${Math.round(100 * job.progress)}%) `;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    job = await getJSON(`./explorer/job?id=${job.id}`);
+    job = await getJSON(`./explorer/job?id=${job.id}&wait=1`);
   }
   status.replaceChildren();
   if (job.status !== 'done') throw new Error(job.error || `job ${job.status}`);

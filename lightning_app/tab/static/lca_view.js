@@ -97,6 +97,7 @@ async function drawComparison(container, run, other) {
 
 export async function renderLCA(container, run, runs) {
   container.replaceChildren();
+  delete container.dataset.drawnMs;
   const state = {cumulative: '0', smooth: '1', symlog: true};
   const charts = element('div');
   const units = element('div', {class: 'units'});
