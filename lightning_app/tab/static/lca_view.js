@@ -3,7 +3,6 @@
 import {element, getJSON, query, showError} from './api.js';
 import {barChart, lineChart} from './charts.js';
 
-const BUCKETS = 1000;
 
 function controls(state, redraw) {
   const cumulative = element('select', {id: 'lca-mode'}, [
@@ -57,7 +56,7 @@ async function drawPeaks(container, run) {
 async function drawUnits(container, run, layer) {
   container.replaceChildren(element('h3', {text: `${layer}: units ranked by LCA (most helpful first)`}));
   try {
-    const units = await getJSON(`./lca/units?${query({run, layer, buckets: BUCKETS})}`);
+    const units = await getJSON(`./lca/units?${query({run, layer, buckets: buckets(container)})}`);
     const chart = element('div', {class: 'chart', id: 'lca-units-chart'});
     container.append(chart);
     await lineChart(chart, units.top_series, {title: `cumulative LCA of the ${units.top_series.length} most helpful units`, ytitle: 'cumulative LCA'});
@@ -95,6 +94,11 @@ async function drawComparison(container, run, other) {
   }
 }
 
+// Min/max pairs per two pixels of the chart: one point per pixel, every peak kept.
+function buckets(container) {
+  return Math.max(100, Math.round(container.clientWidth / 2));
+}
+
 export async function renderLCA(container, run, runs) {
   container.replaceChildren();
   delete container.dataset.drawnMs;
@@ -110,7 +114,7 @@ export async function renderLCA(container, run, runs) {
     charts.replaceChildren(element('p', {text: 'loading...'}));
     try {
       const started = performance.now();
-      const series = await getJSON(`./lca/series?${query({run, buckets: BUCKETS, cumulative: state.cumulative, smooth: state.smooth})}`);
+      const series = await getJSON(`./lca/series?${query({run, buckets: buckets(container), cumulative: state.cumulative, smooth: state.smooth})}`);
       charts.replaceChildren();
       const word = state.cumulative === '1' ? 'cumulative ' : '';
       const specs = [
