@@ -79,6 +79,7 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
         self.jobs = JobRunner()
         self._models: dict[tuple, ExplorerModel] = {}
         self._stores: dict[tuple, LCARun] = {}
+        self._peaks: dict[tuple, tuple[LCARun, dict]] = {}
         self._active: tuple[float, bool] = (0.0, False)
         self._lock = threading.Lock()
 
@@ -145,12 +146,20 @@ class InterpretabilityPlugin(base_plugin.TBPlugin):
 
     @json_route
     def _lca_peaks(self, request):
+        """Peak moments and their nulls (a thousand circular shifts: seconds on a long store), computed
+        once per store and settings."""
         store = self._store(request)
         min_layers = request.args.get("min_layers")
-        return lca_data.peaks_view(
-            store, None if min_layers is None else _int(request, "min_layers", 1, 1, 10000),
+        settings = (
+            None if min_layers is None else _int(request, "min_layers", 1, 1, 10000),
             _int(request, "window", 1, 1, 1000), _int(request, "draws", NULL_DRAWS, 1, 100000),
         )  # fmt: skip
+        key = (id(store), *settings)  # the store stays cached while its peaks are
+        if key not in self._peaks:
+            if len(self._peaks) >= KEPT_STORES:
+                self._peaks.pop(next(iter(self._peaks)))
+            self._peaks[key] = (store, lca_data.peaks_view(store, *settings))
+        return self._peaks[key][1]
 
     @json_route
     def _lca_units(self, request):

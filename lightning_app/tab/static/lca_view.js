@@ -110,38 +110,41 @@ export async function renderLCA(container, run, runs) {
   const compareSelect = element('select', {id: 'lca-compare'}, [element('option', {value: '', text: '(no second run)'}),
     ...others.map((r) => element('option', {value: r.name, text: r.name}))]);
   compareSelect.addEventListener('change', () => drawComparison(compare, run, compareSelect.value));
+  const fetchSeries = () => getJSON(`./lca/series?${query({run, buckets: buckets(container), cumulative: state.cumulative, smooth: state.smooth})}`);
+  const draw = async (series) => {
+    charts.replaceChildren();
+    const word = state.cumulative === '1' ? 'cumulative ' : '';
+    const specs = [
+      ['loss', series.loss, `${word}loss change and sum of LCA`, 'loss change'],
+      ['layers', series.layers, `${word}LCA per layer (click a line: its units)`, 'LCA'],
+      ['classes', series.classes, `${word}LCA per class`, 'LCA'],
+      ['fractions', series.fractions, 'fraction of parameters that helped, hurt or did not move', 'fraction'],
+    ];
+    for (const [key, data, title, ytitle] of specs) {
+      if (!data) continue;
+      const chart = element('div', {class: 'chart', id: `lca-${key}-chart`});
+      charts.append(chart);
+      const symlog = state.symlog && key !== 'fractions';
+      await lineChart(chart, data, {title, ytitle, symlog});
+      if (key === 'layers') chart.on('plotly_click', (event) => drawUnits(units, run, data[event.points[0].curveNumber].name));
+    }
+  };
   const redraw = async () => {
     charts.replaceChildren(element('p', {text: 'loading...'}));
     try {
-      const started = performance.now();
-      const series = await getJSON(`./lca/series?${query({run, buckets: buckets(container), cumulative: state.cumulative, smooth: state.smooth})}`);
-      charts.replaceChildren();
-      const word = state.cumulative === '1' ? 'cumulative ' : '';
-      const specs = [
-        ['loss', series.loss, `${word}loss change and sum of LCA`, 'loss change'],
-        ['layers', series.layers, `${word}LCA per layer (click a line: its units)`, 'LCA'],
-        ['classes', series.classes, `${word}LCA per class`, 'LCA'],
-        ['fractions', series.fractions, 'fraction of parameters that helped, hurt or did not move', 'fraction'],
-      ];
-      for (const [key, data, title, ytitle] of specs) {
-        if (!data) continue;
-        const chart = element('div', {class: 'chart', id: `lca-${key}-chart`});
-        charts.append(chart);
-        const symlog = state.symlog && key !== 'fractions';
-        await lineChart(chart, data, {title, ytitle, symlog});
-        if (key === 'layers') chart.on('plotly_click', (event) => drawUnits(units, run, data[event.points[0].curveNumber].name));
-      }
-      container.dataset.drawnMs = String(Math.round(performance.now() - started));
+      await draw(await fetchSeries());
     } catch (error) {
       charts.replaceChildren();
       showError(charts, error);
     }
   };
   try {
-    const summary = await getJSON(`./lca/summary?${query({run})}`);
+    const started = performance.now();
+    const [summary, series] = await Promise.all([getJSON(`./lca/summary?${query({run})}`), fetchSeries()]);
     container.append(element('h2', {text: `Loss Change Allocation: ${run}`}), summaryTable(summary), controls(state, redraw),
       charts, units, element('div', {class: 'controls'}, [element('label', {text: 'compare with '}), compareSelect]), compare);
-    await redraw();
+    await draw(series);
+    container.dataset.drawnMs = String(Math.round(performance.now() - started));
     await drawPeaks(container, run);
   } catch (error) {
     showError(container, error);
