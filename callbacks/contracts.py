@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from lightning_app.errors import UserInputError
 
@@ -56,6 +57,19 @@ class VisualisableDataModule(InspectableDataModule, Protocol):
     def from_display(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] (display space) as the model sees them: the inverse of ``denormalize``,
         differentiable."""
+        ...
+
+
+@runtime_checkable
+class FileReadingDataModule(VisualisableDataModule, Protocol):
+    """What the Interpretability tab's explorer needs to read an uploaded image exactly as the data's
+    own images are read (size, bands, normalisation): the ``predict_files`` route of ``predict``."""
+
+    predict_files: list[str] | None
+    """Image files ``predict_dataset`` reads instead of the test split."""
+
+    def predict_dataset(self) -> Dataset:
+        """``predict_files`` prepared as the data's images; item 0 is (image, label) of the first."""
         ...
 
 

@@ -1,7 +1,9 @@
 """The Interpretability tab's backend, through its routes (Werkzeug's test client): every route, the
 numbers each view draws against the run's own records, bad parameters, path traversal, uploads, jobs."""
 
+import base64
 import csv
+import hashlib
 import io
 import json
 import time
@@ -31,7 +33,10 @@ from lightning_app.tab.explorer_model import MAX_UPLOAD_BYTES
 from lightning_app.tab.jobs import JobRunner
 from lightning_app.tab.lca_data import VIEW_COLUMNS, moving_average
 from lightning_app.tab.plugin import InterpretabilityPlugin
+from tests.spacenet_fixtures import make_spacenet3
 from tests.synthetic_lca_store import write_store
+
+ROOT = Path(__file__).parents[1]
 
 
 class Tab:
@@ -72,10 +77,12 @@ class Tab:
 
 
 @pytest.fixture(scope="module")
-def tab(tab_run):
-    tab = Tab(tab_run.parents[1])
-    yield tab
-    tab.close()
+def tab(tab_run, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INTERPRETABILITY_TAB_CACHE", str(tmp_path_factory.mktemp("tab_cache")))
+        tab = Tab(tab_run.parents[1])
+        yield tab
+        tab.close()
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +331,7 @@ def test_an_uploaded_png_is_prepared_as_the_training_images_and_oversized_or_for
     expected = model(datamodule.from_display(torch.from_numpy(digit / 255.0).float()[None, None])).argmax()
     assert status == 200 and job["result"]["top"][0]["class"] == int(expected)
     status, error = tab.ask({"run": name, "question": "predict"}, b"this is not an image")
-    assert status == 400 and error["error"].startswith("the upload is not an image PIL can read")
+    assert status == 400 and error["error"].startswith("the upload is not an image PIL or rasterio can read")
     status, error = tab.ask({"run": name, "question": "predict"}, b"0" * (MAX_UPLOAD_BYTES + 2 * 1024 * 1024))
     assert status == 413 and error["error"] == f"upload over the limit of {MAX_UPLOAD_BYTES} bytes"
     status, error = tab.ask(
@@ -522,3 +529,33 @@ def test_the_view_reads_and_checks_only_the_columns_it_draws_and_a_damaged_one_i
     assert status == 400 and "steps/neuron_lca fails its checksum" in body["error"]
     assert tab.get("/explorer/job", "id=1&wait=11") == (400, {"error": "wait 11 must be 0 to 10"})
     tab.close()
+
+
+def test_a_multispectral_geotiff_is_read_as_the_spacenet_data_module_reads_its_tiles(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERPRETABILITY_TAB_CACHE", str(tmp_path / "cache"))
+    aoi = make_spacenet3(tmp_path / "sn3", tiles=6, size=64)
+    saved = yaml.safe_load((ROOT / "configs" / "spacenet3_linknet_lca.yaml").read_text())
+    options = {"data_dir": str(aoi.parent), "cache_dir": str(tmp_path / "masks"), "crop_size": 64}
+    saved["data"]["init_args"].update(options, num_workers=0, val_fraction=0.2, test_fraction=0.2)
+    run = tmp_path / "runs" / "roads"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": saved["model"], "data": saved["data"]}))
+    cli = cli_main(["--config", str(run / "config.yaml"), "--trainer.logger", "false"], run=False)
+    torch.save({"state_dict": cli.model.state_dict()}, run / "checkpoints" / "initial.ckpt")
+    tile = next((aoi / "PS-MS").glob("*img3.tif"))
+    tab = Tab(tmp_path / "runs")
+    status, job = tab.ask({"run": "roads", "question": "predict", "bands": "0,1,2"}, tile.read_bytes())
+    tab.close()
+    assert status == 200 and job["status"] == "done", job
+    cli.datamodule.setup("fit")
+    cli.datamodule.predict_files = [str(tile)]
+    inputs = cli.datamodule.predict_dataset()[0][0]  # the tile as the data module prepares it
+    assert inputs.shape == (8, 64, 64)
+    with torch.no_grad():
+        foreground = (cli.model.eval()(inputs[None])[0, 0].sigmoid() > 0.5).float().mean()
+    assert job["result"]["segmentation"] and job["result"]["mask_fraction"] == pytest.approx(
+        float(foreground)
+    )
+    assert png(base64.b64decode(job["result"]["overlay"].split(",")[1])).shape == (64, 64, 3)
+    digest = hashlib.sha256(tile.read_bytes()).hexdigest()
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [f"{digest}.tif"]

@@ -36,7 +36,8 @@ def drawn_traces(frame, chart: str) -> int:
     return frame.locator(f"{chart} .scatterlayer .trace path.js-line").count()
 
 
-def test_every_view_of_the_tab_draws_and_an_upload_gets_its_attribution(tab_run, tmp_path):
+def test_every_view_of_the_tab_draws_and_an_upload_gets_its_attribution(tab_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERPRETABILITY_TAB_CACHE", str(tmp_path / "cache"))  # TensorBoard inherits it
     digit = Image.fromarray(np.pad(np.full((12, 4), 255, np.uint8), ((8, 8), (12, 12))))
     upload = tmp_path / "one.png"
     digit.save(upload)
@@ -78,3 +79,4 @@ def test_every_view_of_the_tab_draws_and_an_upload_gets_its_attribution(tab_run,
         assert overlay.startswith("data:image/png;base64,")
         browser.close()
     assert errors == []
+    assert len(list((tmp_path / "cache" / "uploads").iterdir())) == 1  # the upload, and only there

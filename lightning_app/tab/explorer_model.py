@@ -6,6 +6,7 @@ registered method with its settings for a chosen class, and a layer's activation
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
+from rasterio.errors import RasterioIOError
+from rasterio.io import MemoryFile
 
 from callbacks.activations import layer_outputs
 from callbacks.attribution.figures import attribution_panels, heat_scale
@@ -21,7 +24,7 @@ from callbacks.attribution.methods import build_method
 from callbacks.attribution.methods.registry import method_names
 from callbacks.attribution.records import load_record, summed_maps
 from callbacks.attribution.targets import Scores
-from callbacks.contracts import VisualisableDataModule
+from callbacks.contracts import FileReadingDataModule, VisualisableDataModule, check_contract
 from callbacks.feature_vis.callback import band_statistics
 from callbacks.feature_vis.deepdream import deepdream
 from callbacks.feature_vis.figure import display_rgb
@@ -31,6 +34,7 @@ from callbacks.feature_vis.render import RenderSettings, render
 from callbacks.feature_vis.transforms import transform_from_config
 from callbacks.inspection import class_name, display_images, inspected_copy
 from callbacks.model_copy import find_layer, network_layers
+from datamodules.resumable import random_states, restore_random_states
 from lightning_app.errors import UserInputError, describe, is_number
 from lightning_app.tab.attribution_data import PANELS, png_bytes
 
@@ -38,6 +42,8 @@ TOP_K = 5
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 TOP_CHANNELS = 16
+SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp"}
+CACHE_VARIABLE = "INTERPRETABILITY_TAB_CACHE"
 STATISTICS_SIZE = 512  # training images the band statistics come from
 RENDER_KEYS = (
     "objective", "size", "steps", "lr", "parameterisation", "decorrelate", "transforms", "penalties", "seed",
@@ -54,35 +60,40 @@ class ExplorerImage:
     digest: str
 
 
-def checked_upload(content: bytes) -> None:
-    """Refuse, in one line, an upload that is too large or that PIL cannot identify as an image."""
+def checked_upload(content: bytes) -> str:
+    """The file suffix of an upload PIL (or, for a multi-band GeoTIFF, rasterio) identifies as an image;
+    refused in one line when too large or not an image."""
     if len(content) > MAX_UPLOAD_BYTES:
         raise UserInputError(f"upload of {len(content)} bytes is over the limit of {MAX_UPLOAD_BYTES} bytes")
     try:
         with Image.open(io.BytesIO(content)) as image:
-            if image.width * image.height > MAX_UPLOAD_PIXELS:
-                size = f"{image.width}x{image.height}"
-                limit = MAX_UPLOAD_PIXELS
-                raise UserInputError(f"upload of {size} pixels is over the limit of {limit} pixels")
+            _check_pixels(image.width, image.height)
             image.verify()
+            return SUFFIXES.get(image.format, ".png")
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as error:
-        raise UserInputError(f"the upload is not an image PIL can read ({describe(error)})") from error
-
-
-def decoded_upload(content: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Uploaded bytes as a display-space image (C, H, W) in [0, 1] of ``shape`` (grey or RGB)."""
-    channels, height, width = shape
-    if channels not in (1, 3):
-        raise UserInputError(f"this model takes {channels}-band images; uploads are read as grey or RGB only")
-    checked_upload(content)
+        pil_error = error
     try:
-        with Image.open(io.BytesIO(content)) as image:
-            converted = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
-    except (OSError, ValueError) as error:
-        raise UserInputError(f"the upload cannot be decoded ({describe(error)})") from error
-    pixels = np.asarray(converted, dtype=np.float32) / 255.0
-    pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(pixels))
+        with MemoryFile(content) as memory, memory.open() as raster:
+            _check_pixels(raster.width, raster.height)
+            return ".tif"
+    except RasterioIOError:
+        raise UserInputError(
+            f"the upload is not an image PIL or rasterio can read ({describe(pil_error)})"
+        ) from None
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise UserInputError(
+            f"upload of {width}x{height} pixels is over the limit of {MAX_UPLOAD_PIXELS} pixels"
+        )
+
+
+def upload_folder() -> Path:
+    """Where uploads are kept for the data module to read (``INTERPRETABILITY_TAB_CACHE``, default
+    ``~/.cache/lightning-interpretability/uploads``): the only place the tab writes."""
+    folder = Path(os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "lightning-interpretability")
+    return folder / "uploads"
 
 
 def model_and_data(config: Path) -> str:
@@ -167,15 +178,19 @@ class ExplorerModel:
 
         check_checkpoint_file(checkpoint)
         cli = cli_main(["--config", model_and_data(config), "--trainer.logger", "false"], run=False)
-        if not isinstance(cli.datamodule, VisualisableDataModule):
-            raise UserInputError(f"{config}: the data module does not map display images to model inputs")
+        check_contract("The explorer", "data module", cli.datamodule, VisualisableDataModule)
         try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as error:  # pickle refuses anything but tensors and plain containers
             raise UserInputError(
                 f"{checkpoint} cannot be loaded with weights_only=True ({describe(error)})"
             ) from error
-        cli.model.load_state_dict(state)
+        cli.model.load_state_dict(saved["state_dict"])
+        data_state = saved.get(type(cli.datamodule).__qualname__)
+        if data_state is not None:  # e.g. normalisation statistics; the random states stay the server's
+            own_states = random_states()
+            cli.datamodule.load_state_dict(data_state)
+            restore_random_states(own_states)
         cli.datamodule.setup("fit")
         self.run_dir = config.parent
         self.module = cli.model.eval().requires_grad_(False).to(device)
@@ -196,9 +211,9 @@ class ExplorerModel:
     def image(self, upload: bytes | None, val_index: int | None) -> ExplorerImage:
         """The uploaded image, or validation image ``val_index``, prepared as the model sees it."""
         if upload is not None:
-            display = decoded_upload(upload, self.shape)[None]
-            inputs = self.datamodule.from_display(display)
             digest = hashlib.sha256(upload).hexdigest()
+            inputs = self._read_upload(upload, digest)[None]
+            display = display_images(self.datamodule, inputs)
         elif val_index is not None:
             if not 0 <= val_index < len(self.validation):
                 raise UserInputError(f"val_index {val_index} is not 0 to {len(self.validation) - 1}")
@@ -209,12 +224,31 @@ class ExplorerModel:
             raise UserInputError("give an image (upload) or val_index")
         return ExplorerImage(inputs.to(self.device, next(self.module.parameters()).dtype), display, digest)
 
-    def predict(self, image: ExplorerImage) -> dict:
+    def _read_upload(self, upload: bytes, digest: str) -> torch.Tensor:
+        """The upload read by the data module's own ``predict_files`` route, as its images are read (size,
+        bands, normalisation; a GeoTIFF's first window): the upload is kept in :func:`upload_folder`."""
+        if not isinstance(self.datamodule, FileReadingDataModule):
+            raise UserInputError(
+                f"{type(self.datamodule).__name__} cannot read image files (it has no predict_files and "
+                "predict_dataset): pick a validation image"
+            )
+        path = upload_folder() / f"{digest}{checked_upload(upload)}"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(upload)
+        self.datamodule.predict_files = [str(path)]
+        try:
+            return self.datamodule.predict_dataset()[0][0]
+        finally:
+            self.datamodule.predict_files = None
+
+    def predict(self, image: ExplorerImage, bands: list[int] | None = None) -> dict:
         """The top-5 classes with their probabilities (for segmentation: the predicted mask overlaid)."""
         with torch.no_grad():
             logits = self.module(image.inputs)
         if logits.ndim == 4:
-            return {"segmentation": True, "overlay": _mask_overlay(image.display[0], logits[0])}
+            overlay = _mask_overlay(image.display[0], logits[0], bands)
+            return {"segmentation": True, "overlay": overlay, "mask_fraction": _mask_fraction(logits[0])}
         probabilities = logits.softmax(dim=-1)[0]
         top = probabilities.topk(min(TOP_K, len(probabilities)))
         return {
@@ -225,12 +259,19 @@ class ExplorerModel:
             ],
         }
 
-    def attribute(self, image: ExplorerImage, method: str, settings: dict, target: int | None) -> dict:
+    def attribute(
+        self,
+        image: ExplorerImage,
+        method: str,
+        settings: dict,
+        target: int | None,
+        bands: list[int] | None = None,
+    ) -> dict:
         """The attribution of ``method`` (a registered name) with ``settings`` for class ``target``
         (default: the predicted class): input, heat map and overlay as PNG, and the colour scale."""
         maps, classes, probabilities = self._attributions(image.inputs, method, settings, target)
         scale = heat_scale([maps[0]])
-        panels = attribution_panels(_rgb(image.display[0]), maps[0], scale)
+        panels = attribution_panels(display_rgb(image.display[0], bands), maps[0], scale)
         return {
             "method": method,
             "target": classes[0],
@@ -250,7 +291,8 @@ class ExplorerModel:
         maps, classes, probabilities = self._attributions(inputs, method, settings, target)
         scale = heat_scale(list(maps))
         overlays = [
-            attribution_panels(_rgb(image), heat, scale)[2] for image, heat in zip(images, maps, strict=True)
+            attribution_panels(display_rgb(image, None), heat, scale)[2]
+            for image, heat in zip(images, maps, strict=True)
         ]
         return {
             "method": method,
@@ -374,18 +416,18 @@ class ExplorerModel:
         return next((name for name in self.layers() if list(layers[name].parameters(recurse=False))), None)
 
 
-def _rgb(display: torch.Tensor) -> np.ndarray:
-    """A display-space image (C, H, W) as (H, W, 3): grey repeated, or its first three bands."""
-    pixels = display.permute(1, 2, 0).float().cpu().numpy()
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[..., :3]
-
-
-def _mask_overlay(display: torch.Tensor, logits: torch.Tensor) -> bytes:
-    """The predicted mask (red) over the grey image."""
+def _mask_overlay(display: torch.Tensor, logits: torch.Tensor, bands: list[int] | None) -> bytes:
+    """The predicted mask (red) over the image's display bands in grey."""
     predicted = (logits.sigmoid()[0] > 0.5) if len(logits) == 1 else logits.argmax(dim=0) > 0
-    pixels = display.permute(1, 2, 0).cpu().numpy()
+    pixels = display_rgb(display, bands)
     grey = np.repeat(pixels.mean(axis=2, keepdims=True), 3, axis=2)
     red = np.zeros_like(grey)
     red[..., 0] = 1.0
     mask = predicted.cpu().numpy()[..., None]
     return png_bytes(np.where(mask, 0.5 * grey + 0.5 * red, grey))
+
+
+def _mask_fraction(logits: torch.Tensor) -> float:
+    """The share of pixels predicted as foreground (any class but 0)."""
+    predicted = (logits.sigmoid()[0] > 0.5) if len(logits) == 1 else logits.argmax(dim=0) > 0
+    return float(predicted.float().mean())

@@ -29,6 +29,7 @@ class Question:
     channels: tuple[int, ...]
     count: int
     step: int | None
+    bands: tuple[int, ...] | None
 
     @classmethod
     def of(cls, form, files) -> "Question":
@@ -57,13 +58,23 @@ class Question:
         step = form_int(form, "step", 0, 2**62)
         if kind == "probe" and step is None:
             raise UserInputError("probe needs the form field 'step' (a step with attribution records)")
-        return cls(kind, upload, val_index, method, settings, target, layer, channels, count, step)
+        bands = tuple(channel_list(form["bands"], "bands")) if form.get("bands") else None
+        return cls(kind, upload, val_index, method, settings, target, layer, channels, count, step, bands)
 
     def key(self) -> tuple:
         """What the answer depends on, besides the checkpoint."""
         digest = hashlib.sha256(self.upload).hexdigest() if self.upload is not None else None
         settings = json.dumps(self.settings, sort_keys=True)
-        asked = (self.method, settings, self.target, self.layer, self.channels, self.count, self.step)
+        asked = (
+            self.method,
+            settings,
+            self.target,
+            self.layer,
+            self.channels,
+            self.count,
+            self.step,
+            self.bands,
+        )
         return (self.kind, digest, self.val_index, *asked)
 
     def answer(self, model: ExplorerModel, job: Job) -> dict:
@@ -86,11 +97,11 @@ def _layers(model: ExplorerModel, question: Question, image, job: Job) -> dict:
 
 
 def _predict(model: ExplorerModel, question: Question, image, job: Job) -> dict:
-    return model.predict(image)
+    return model.predict(image, _list(question.bands))
 
 
 def _attribute(model: ExplorerModel, question: Question, image, job: Job) -> dict:
-    return model.attribute(image, question.method, question.settings, question.target)
+    return model.attribute(image, question.method, question.settings, question.target, _list(question.bands))
 
 
 def _probe(model: ExplorerModel, question: Question, image, job: Job) -> dict:
@@ -130,6 +141,10 @@ ANSWERS = {
 }
 
 
+def _list(values: tuple | None) -> list | None:
+    return None if values is None else list(values)
+
+
 def form_int(form, name: str, low: int, high: int) -> int | None:
     """A whole-number form field from ``low`` to ``high``, or None when it is absent or empty."""
     text = form.get(name)
@@ -148,13 +163,13 @@ def checked_int(name: str, text: str, low: int, high: int) -> int:
     return value
 
 
-def channel_list(text: str) -> list[int]:
-    """'0-7' or '0,3,5' as channel indices (at most 64)."""
+def channel_list(text: str, field: str = "channels") -> list[int]:
+    """'0-7' or '0,3,5' as channel (or band) indices, 1 to 64 of them."""
     from lightning_app.visualize import index_list
 
-    channels = index_list(text, "channels")
+    channels = index_list(text, field)
     if not channels or len(channels) > 64 or min(channels) < 0:
-        raise UserInputError(f"channels {text!r} must name 1 to 64 channels, e.g. 0-7")
+        raise UserInputError(f"{field} {text!r} must name 1 to 64 indices, e.g. 0-7")
     return channels
 
 

@@ -22,7 +22,9 @@ async function ask(fields, image, status) {
 export async function renderExplorer(container, run, runInfo, methods) {
   container.replaceChildren(element('h2', {text: `Explorer: ${run}`}));
   const checkpoint = element('select', {id: 'explorer-checkpoint'}, runInfo.checkpoints.map((c) => element('option', {value: c, text: c})));
-  const file = element('input', {id: 'explorer-file', type: 'file', accept: 'image/png,image/jpeg,image/tiff'});
+  const file = element('input', {id: 'explorer-file', type: 'file', accept: 'image/png,image/jpeg,image/tiff,.tif,.tiff'});
+  const bands = element('input', {id: 'explorer-bands', type: 'text', size: '8', placeholder: 'e.g. 4,2,1',
+    title: 'the bands shown of a multispectral image (default: grey, or the first three)'});
   const valIndex = element('input', {id: 'explorer-val-index', type: 'number', min: '0', value: '0'});
   const method = element('select', {id: 'explorer-method'}, methods.map((m) => element('option', {value: m, text: m})));
   method.value = methods.includes('Saliency') ? 'Saliency' : methods[0];
@@ -39,7 +41,7 @@ export async function renderExplorer(container, run, runInfo, methods) {
   const rendered = element('div', {id: 'explorer-renders'});
   const errors = element('div');
   let target = null;
-  const base = () => ({run, checkpoint: checkpoint.value, val_index: file.files.length ? '' : valIndex.value});
+  const base = () => ({run, checkpoint: checkpoint.value, val_index: file.files.length ? '' : valIndex.value, bands: bands.value});
   const image = () => (file.files.length ? file.files[0] : null);
   const guarded = (work) => async () => {
     errors.replaceChildren();
@@ -54,7 +56,8 @@ export async function renderExplorer(container, run, runInfo, methods) {
   const predict = guarded(async () => {
     const result = await ask({...base(), question: 'predict'}, image(), status);
     if (result.segmentation) {
-      predictions.replaceChildren(element('img', {class: 'attribution large', src: result.overlay, alt: 'predicted mask'}));
+      predictions.replaceChildren(element('p', {text: `predicted mask (red): ${(100 * result.mask_fraction).toFixed(1)} % of the pixels`}),
+        element('img', {class: 'attribution large', src: result.overlay, alt: 'predicted mask', id: 'explorer-mask'}));
       return;
     }
     target = result.top[0].class;
@@ -91,6 +94,7 @@ export async function renderExplorer(container, run, runInfo, methods) {
   container.append(
     element('div', {class: 'controls'}, [element('label', {text: 'checkpoint '}), checkpoint,
       element('label', {text: ' image '}), file, element('label', {text: ' or validation image '}), valIndex,
+      element('label', {text: ' display bands '}), bands,
       element('button', {id: 'explorer-predict', text: 'Predict and explain', onclick: predict})]),
     element('div', {class: 'controls'}, [element('label', {text: 'method '}), method, element('label', {text: ' settings '}), settings,
       element('button', {id: 'explorer-explain', text: 'Explain', onclick: explain})]),
