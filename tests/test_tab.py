@@ -559,3 +559,18 @@ def test_a_multispectral_geotiff_is_read_as_the_spacenet_data_module_reads_its_t
     assert png(base64.b64decode(job["result"]["overlay"].split(",")[1])).shape == (64, 64, 3)
     digest = hashlib.sha256(tile.read_bytes()).hexdigest()
     assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [f"{digest}.tif"]
+
+
+def test_a_running_render_is_cancelled_through_its_route(tab, tab_run):
+    settings = json.dumps({"steps": 4000, "size": 28})
+    fields = {"run": run_name(tab_run), "question": "render", "layer": "net.fc1", "channels": "0-63"}
+    job = json.loads(tab.route("/explorer/submit", data={**fields, "settings": settings}).get_data())
+    for _ in range(600):
+        _, job = tab.get("/explorer/job", f"id={job['id']}")
+        if job["progress"] > 0:
+            break
+        time.sleep(0.05)
+    status, answer = tab.get("/explorer/cancel", f"id={job['id']}")
+    assert status == 200 and answer["id"] == job["id"]
+    _, final = tab.get("/explorer/job", f"id={job['id']}&wait=10")
+    assert final["status"] == "cancelled" and 0 < final["progress"] < 1 and final["result"] is None
