@@ -10,6 +10,7 @@ from callbacks.attribution.batch_norm_folding import BatchNormFolding
 from callbacks.attribution.filter_relevance import class_filter_scores, ranked_filters, top_filters
 from callbacks.attribution.lrp_rules import RuleSettings, lrp_composite
 from callbacks.attribution.methods import build_method
+from callbacks.attribution.records import load_record
 from callbacks.attribution.targets import Scores, resolve_targets
 from callbacks.inspection import ProbeSet
 from lightning_app.errors import UserInputError
@@ -208,8 +209,11 @@ def test_the_ranking_for_feature_visualisation_is_the_deep_taylor_relevance_of_t
 
 
 class RecordingWriter:
-    def __init__(self):
+    """What the callback writes to TensorBoard, kept; its records go to ``log_dir`` as to a run folder."""
+
+    def __init__(self, log_dir: Path):
         self.figures, self.scalars = {}, {}
+        self.log_dir = str(log_dir)
 
     def add_figure(self, tag, figure, step):
         self.figures[tag] = figure
@@ -218,12 +222,12 @@ class RecordingWriter:
         self.scalars[tag] = value
 
 
-def test_the_attribution_callback_logs_layer_maps_and_filter_rankings_for_lrp_layers():
+def test_the_attribution_callback_logs_layer_maps_and_filter_rankings_for_lrp_layers(tmp_path):
     model = relu_net_without_biases().float()
     inputs = torch.rand(3, 1, 8, 8)
     probe = ProbeSet(inputs, torch.tensor([0, 1, 2]), inputs, [7, 8, 9], "val", ["a", "b", "c"])
     callback = AttributionCallback(methods={"LRP": {"layers": ["2", "6"]}}, sanity_checks=False)
-    writer = RecordingWriter()
+    writer = RecordingWriter(tmp_path)
     callback.inspect(model, probe, writer, step=4, final=False)
     assert set(writer.figures) == {"attribution/LRP", "attribution/LRP/2", "attribution/LRP/2/filters",
                                    "attribution/LRP/6/filters"}  # fmt: skip
@@ -232,6 +236,7 @@ def test_the_attribution_callback_logs_layer_maps_and_filter_rankings_for_lrp_la
     titles = [ax.get_title() for ax in writer.figures["attribution/LRP/2/filters"].axes if ax.get_visible()]
     assert {title.split(":")[0] for title in titles} == predicted
     assert all(title.endswith("%") and "top 8" in title for title in titles)
+    assert load_record(tmp_path, 4).maps["LRP"].shape == (3, 8, 8)  # the tab's record of the same maps
 
 
 def test_filters_of_a_segmentation_network_are_ranked_without_labels():
@@ -435,14 +440,14 @@ def test_lrp_refuses_what_no_rule_explains_unless_the_user_opts_in(model, named)
     assert result.unexplained and torch.isfinite(result.values).all()
 
 
-def test_the_callback_logs_conservation_and_warns_when_it_is_lost():
+def test_the_callback_logs_conservation_and_warns_when_it_is_lost(tmp_path):
     """A functional sigmoid passed by its gradient scales relevance by its slope (at most 1/4)."""
     torch.manual_seed(0)
     model = FunctionalSigmoid()
     inputs = torch.rand(3, 1, 4, 4)
     probe = ProbeSet(inputs, torch.tensor([0, 1, 2]), inputs, [0, 1, 2], "val", ["a", "b", "c"])
     callback = AttributionCallback(methods={"LRP": {"gradient_fallback": True}}, sanity_checks=False)
-    writer = RecordingWriter()
+    writer = RecordingWriter(tmp_path)
     expected = (
         r"LRP: the relevance reaching the input is .* times the explained score "
         r"\(outside 0.75 to 1.25\): relevance passed sigmoid \(in the model's forward\)"
