@@ -30,7 +30,7 @@ from callbacks.contracts import VisualisableDataModule, check_contract
 from callbacks.feature_vis.callback import band_statistics
 from callbacks.feature_vis.capture import OUTPUT
 from callbacks.feature_vis.deepdream import deepdream
-from callbacks.feature_vis.figure import display_rgb
+from callbacks.feature_vis.figure import display_rgb, eight_bit
 from callbacks.feature_vis.objectives import (
     OBJECTIVES,
     Diversity,
@@ -225,8 +225,7 @@ def trained_model(configs: list[str], checkpoint: str) -> tuple[torch.nn.Module,
 def png_pixels(image: torch.Tensor, bands: list[int] | None) -> Image.Image:
     """A display-space image (bands, H, W) as an 8-bit PNG image: grey for one band, else RGB of the
     display bands."""
-    pixels = image[0].numpy() if len(image) == 1 else display_rgb(image, bands)
-    return Image.fromarray((np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8))
+    return eight_bit(image[0].numpy() if len(image) == 1 else display_rgb(image, bands))
 
 
 def write_outputs(

@@ -47,8 +47,7 @@ class Tab:
         self.apps = self.plugin.get_plugin_apps()
 
     def route(self, route: str, path: str | None = None, **kwargs) -> Response:
-        app = self.apps[route.split("?")[0] if route in self.apps else route]
-        client = Client(app, Response)
+        client = Client(self.apps[route], Response)
         url = "/data/plugin/interpretability" + (path or route)
         return client.post(url, **kwargs) if "data" in kwargs else client.get(url)
 

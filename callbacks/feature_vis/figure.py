@@ -4,6 +4,7 @@ its dataset examples beside it (Distill's presentation)."""
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
@@ -22,6 +23,11 @@ def display_rgb(image: torch.Tensor, bands: list[int] | None) -> np.ndarray:
         )
     pixels = image[chosen].detach().float().cpu().permute(1, 2, 0).numpy()
     return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def eight_bit(pixels: np.ndarray) -> Image.Image:
+    """A float image in [0, 1] ((H, W) or (H, W, 3)) as an 8-bit PIL image, rounded."""
+    return Image.fromarray((np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 
 def feature_vis_figure(

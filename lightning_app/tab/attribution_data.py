@@ -7,12 +7,19 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from callbacks.attribution.faithfulness_callback import BETTER, CSV_FILE
 from callbacks.attribution.figures import attribution_panels, heat_scale
-from callbacks.attribution.records import load_record, load_sanity, recorded_steps
+from callbacks.attribution.records import (
+    AttributionRecord,
+    load_record,
+    load_sanity,
+    record_path,
+    recorded_steps,
+)
+from callbacks.feature_vis.figure import eight_bit
 from lightning_app.errors import UserInputError
+from lightning_app.tab.record_cache import cached
 
 PANELS = ("input", "attribution", "overlay")
 
@@ -23,7 +30,7 @@ def attribution_index(run_dir: Path) -> dict:
     steps = recorded_steps(run_dir)
     if not steps:
         raise UserInputError(f"{run_dir} holds no attribution records (attributions/step_*.npz)")
-    record = load_record(run_dir, steps[-1])
+    record = _record(run_dir, steps[-1])
     sanity = load_sanity(run_dir)
     verdicts = {}
     if sanity is not None:
@@ -55,7 +62,7 @@ def attribution_png(run_dir: Path, step: int, method: str, position: int, panel:
     the callback's figure uses for the method at that step."""
     if panel not in PANELS:
         raise UserInputError(f"panel {panel!r} must be one of {list(PANELS)}")
-    record = load_record(run_dir, step)
+    record = _record(run_dir, step)
     if method not in record.maps:
         raise UserInputError(
             f"method {method!r} was not recorded at step {step}; recorded: {list(record.maps)}"
@@ -72,8 +79,12 @@ def attribution_png(run_dir: Path, step: int, method: str, position: int, panel:
 def png_bytes(pixels: np.ndarray) -> bytes:
     """An (H, W, 3) float image in [0, 1] as PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray((np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buffer, format="PNG")
+    eight_bit(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _record(run_dir: Path, step: int) -> AttributionRecord:
+    return cached(record_path(run_dir, step), lambda: load_record(run_dir, step))
 
 
 def faithfulness_view(run_dir: Path) -> dict:

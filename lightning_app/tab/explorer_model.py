@@ -1,7 +1,8 @@
 """A trained checkpoint asked new questions: the run's config rebuilds the model and data module, the
 checkpoint's weights are loaded with ``weights_only=True``, and an uploaded image (or a validation
-image) is prepared as the training images were. Answers: the top-5 classes, an attribution map of any
-registered method with its settings for a chosen class, and a layer's activations sorted by strength.
+image) is prepared as the training images were. Answers: the top-5 classes (or a segmentation mask),
+attribution maps of any registered method for a chosen class, a layer's activations sorted by strength,
+relevance per filter, DeepDream and feature visualisation of chosen channels.
 """
 
 import hashlib
@@ -53,11 +54,10 @@ RENDER_KEYS = (
 
 @dataclass(frozen=True)
 class ExplorerImage:
-    """An image as the model sees it (1, C, H, W), in display space, and its content hash."""
+    """An image as the model sees it (1, C, H, W) and in display space."""
 
     inputs: torch.Tensor
     display: torch.Tensor
-    digest: str
 
 
 def checked_upload(content: bytes) -> str:
@@ -211,20 +211,17 @@ class ExplorerModel:
     def image(self, upload: bytes | None, val_index: int | None) -> ExplorerImage:
         """The uploaded image, or validation image ``val_index``, prepared as the model sees it."""
         if upload is not None:
-            digest = hashlib.sha256(upload).hexdigest()
-            inputs = self._read_upload(upload, digest)[None]
-            display = display_images(self.datamodule, inputs)
+            inputs = self._read_upload(upload)[None]
         elif val_index is not None:
             if not 0 <= val_index < len(self.validation):
                 raise UserInputError(f"val_index {val_index} is not 0 to {len(self.validation) - 1}")
             inputs = self.validation[val_index][0][None]
-            display = display_images(self.datamodule, inputs)
-            digest = f"val:{val_index}"
         else:
             raise UserInputError("give an image (upload) or val_index")
-        return ExplorerImage(inputs.to(self.device, next(self.module.parameters()).dtype), display, digest)
+        display = display_images(self.datamodule, inputs)
+        return ExplorerImage(inputs.to(self.device, next(self.module.parameters()).dtype), display)
 
-    def _read_upload(self, upload: bytes, digest: str) -> torch.Tensor:
+    def _read_upload(self, upload: bytes) -> torch.Tensor:
         """The upload read by the data module's own ``predict_files`` route, as its images are read (size,
         bands, normalisation; a GeoTIFF's first window): the upload is kept in :func:`upload_folder`."""
         if not isinstance(self.datamodule, FileReadingDataModule):
@@ -232,7 +229,7 @@ class ExplorerModel:
                 f"{type(self.datamodule).__name__} cannot read image files (it has no predict_files and "
                 "predict_dataset): pick a validation image"
             )
-        path = upload_folder() / f"{digest}{checked_upload(upload)}"
+        path = upload_folder() / f"{hashlib.sha256(upload).hexdigest()}{checked_upload(upload)}"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(upload)
@@ -247,8 +244,13 @@ class ExplorerModel:
         with torch.no_grad():
             logits = self.module(image.inputs)
         if logits.ndim == 4:
-            overlay = _mask_overlay(image.display[0], logits[0], bands)
-            return {"segmentation": True, "overlay": overlay, "mask_fraction": _mask_fraction(logits[0])}
+            foreground = _foreground(logits[0])
+            overlay = _mask_overlay(image.display[0], foreground, bands)
+            return {
+                "segmentation": True,
+                "overlay": overlay,
+                "mask_fraction": float(foreground.float().mean()),
+            }
         probabilities = logits.softmax(dim=-1)[0]
         top = probabilities.topk(min(TOP_K, len(probabilities)))
         return {
@@ -416,18 +418,16 @@ class ExplorerModel:
         return next((name for name in self.layers() if list(layers[name].parameters(recurse=False))), None)
 
 
-def _mask_overlay(display: torch.Tensor, logits: torch.Tensor, bands: list[int] | None) -> bytes:
+def _foreground(logits: torch.Tensor) -> torch.Tensor:
+    """The pixels predicted as foreground (any class but 0) from one image's logits (C, H, W)."""
+    return (logits.sigmoid()[0] > 0.5) if len(logits) == 1 else logits.argmax(dim=0) > 0
+
+
+def _mask_overlay(display: torch.Tensor, predicted: torch.Tensor, bands: list[int] | None) -> bytes:
     """The predicted mask (red) over the image's display bands in grey."""
-    predicted = (logits.sigmoid()[0] > 0.5) if len(logits) == 1 else logits.argmax(dim=0) > 0
     pixels = display_rgb(display, bands)
     grey = np.repeat(pixels.mean(axis=2, keepdims=True), 3, axis=2)
     red = np.zeros_like(grey)
     red[..., 0] = 1.0
     mask = predicted.cpu().numpy()[..., None]
     return png_bytes(np.where(mask, 0.5 * grey + 0.5 * red, grey))
-
-
-def _mask_fraction(logits: torch.Tensor) -> float:
-    """The share of pixels predicted as foreground (any class but 0)."""
-    predicted = (logits.sigmoid()[0] > 0.5) if len(logits) == 1 else logits.argmax(dim=0) > 0
-    return float(predicted.float().mean())

@@ -6,11 +6,12 @@ import numpy as np
 import torch
 
 from callbacks.feature_vis.figure import display_rgb
-from callbacks.feature_vis.records import load_record, recorded
+from callbacks.feature_vis.records import FeatureVisRecord, load_record, record_path, recorded
 from callbacks.lca.store import LCARun
 from lightning_app.errors import UserInputError
 from lightning_app.tab.attribution_data import png_bytes
 from lightning_app.tab.downsample import min_max
+from lightning_app.tab.record_cache import cached
 
 EXAMPLES = 5  # top and bottom examples shown per channel
 
@@ -22,7 +23,7 @@ def feature_vis_index(run_dir) -> dict:
         raise UserInputError(f"{run_dir} holds no feature visualisations (feature_vis/step_*/<layer>.npz)")
     gallery = {}
     for layer, steps in layers.items():
-        record = load_record(run_dir, steps[-1], layer)
+        record = _record(run_dir, steps[-1], layer)
         gallery[layer] = {
             "steps": steps,
             "channels": record.channels.tolist(),
@@ -36,14 +37,14 @@ def newest_renders(run_dir, layer: str) -> dict:
     steps = recorded(run_dir).get(layer)
     if not steps:
         return {}
-    record = load_record(run_dir, steps[-1], layer)
+    record = _record(run_dir, steps[-1], layer)
     channels = record.channels.tolist()
     return {int(c): {"step": steps[-1], "position": p} for p, c in enumerate(channels) if c >= 0}
 
 
 def render_png(run_dir, step: int, layer: str, position: int, bands: list[int] | None) -> bytes:
     """Render ``position`` of a layer at ``step`` as PNG (grey, RGB, or the chosen display ``bands``)."""
-    record = load_record(run_dir, step, layer)
+    record = _record(run_dir, step, layer)
     if not 0 <= position < len(record.images):
         raise UserInputError(f"render {position} is not 0 to {len(record.images) - 1}")
     return png_bytes(display_rgb(torch.from_numpy(record.images[position]), bands))
@@ -53,7 +54,7 @@ def example_png(
     run_dir, step: int, layer: str, probe: int, box: tuple[int, int, int, int] | None, bands
 ) -> bytes:
     """Probe image ``probe`` of a record, cropped to ``box`` (top, left, bottom, right) when given."""
-    record = load_record(run_dir, step, layer)
+    record = _record(run_dir, step, layer)
     if not 0 <= probe < len(record.probe_display):
         raise UserInputError(f"probe image {probe} is not 0 to {len(record.probe_display) - 1}")
     pixels = display_rgb(torch.from_numpy(record.probe_display[probe]), bands)
@@ -72,17 +73,17 @@ def channel_view(run_dir, layer: str, channel: int, lca: LCARun | None, buckets:
         raise UserInputError(
             f"layer {layer!r} has no feature visualisations; recorded: {list(recorded(run_dir))}"
         )
-    renders = []
+    renders, newest = [], None
     for step in steps:
-        record = load_record(run_dir, step, layer)
+        record = _record(run_dir, step, layer)
         positions = np.flatnonzero(record.channels == channel)
         if len(positions):
             renders.append(
                 {"step": step, "position": int(positions[0]), "value": float(record.values[positions[0]])}
             )
-    if not renders:
+            newest = record
+    if newest is None:
         raise UserInputError(f"channel {channel} of {layer!r} was never rendered")
-    newest = load_record(run_dir, renders[-1]["step"], layer)
     row = renders[-1]["position"]
     values = newest.probe_values[row]
     order = np.argsort(-values)
@@ -97,6 +98,10 @@ def channel_view(run_dir, layer: str, channel: int, lca: LCARun | None, buckets:
         "lca": _unit_lca(lca, layer, channel, buckets),
     }
     return view
+
+
+def _record(run_dir, step: int, layer: str) -> FeatureVisRecord:
+    return cached(record_path(run_dir, step, layer), lambda: load_record(run_dir, step, layer))
 
 
 def _example(record, position: int, values: np.ndarray, box) -> dict:

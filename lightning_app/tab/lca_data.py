@@ -45,7 +45,7 @@ def series_view(run: LCARun, buckets: int, cumulative: bool, smooth: int) -> dic
 
     def drawn(name: str, values: np.ndarray) -> dict:
         xs, ys = min_max(x, measured(values), buckets)
-        return {"name": name, "x": xs.tolist(), "y": _json_floats(ys)}
+        return {"name": name, "x": xs.tolist(), "y": ys.tolist()}
 
     modules, per_module = module_series(run, per_class=False)
     view = {
@@ -126,14 +126,9 @@ def units_view(run: LCARun, module: str, buckets: int) -> dict:
     drawn = []
     for position, unit in enumerate(order[:TOP_UNITS]):
         xs, ys = min_max(x, cumulative[:, position], buckets)
-        drawn.append({"name": f"unit {int(unit)}", "x": xs.tolist(), "y": _json_floats(ys)})
+        drawn.append({"name": f"unit {int(unit)}", "x": xs.tolist(), "y": ys.tolist()})
     return {
         "module": module,
         "ranking": [{"unit": int(unit), "lca": float(totals[unit])} for unit in order],
         "top_series": drawn,
     }
-
-
-def _json_floats(values: np.ndarray) -> list:
-    """Floats for JSON, NaN as null (a gap in the chart)."""
-    return [None if v != v else float(v) for v in values.tolist()]

@@ -3,7 +3,8 @@ read from the run folders under the logdir, and the live explorer's jobs.
 
 Every route answers JSON; a bad parameter gets ``{"error": "<one line>"}`` with status 400 (413 for an
 oversized upload), never a traceback page. Run and checkpoint names are resolved inside the logdir
-only; uploads are decoded in memory and nothing is written to disk.
+only; the only files written are uploads, in the tab's cache folder
+(:func:`~lightning_app.tab.explorer_model.upload_folder`), for the run's data module to read.
 """
 
 import base64
